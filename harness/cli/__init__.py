@@ -1,0 +1,61 @@
+"""Command line: parses arguments and calls library functions, nothing else.
+
+Each verb group lives in its own module with a ``register(subparsers)`` function that adds its
+parsers and sets ``func`` (called with the parsed namespace, returns an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from harness import __version__
+from harness.errors import HarnessError
+
+VERB_MODULES = ("data", "run", "report", "study")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Study harness for breast-ultrasound deep learning (paper pipelines A and B).",
+    )
+    parser.add_argument("--version", action="version", version=f"harness {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name in VERB_MODULES:
+        importlib.import_module(f"harness.cli.{name}").register(sub)
+    return parser
+
+
+def setup_logging(debug: bool, quiet: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s" if not debug else "%(levelname)s %(name)s: %(message)s")
+    for noisy in ("PIL", "matplotlib", "urllib3", "filelock", "timm", "fsspec"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``harness`` console script. Returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    setup_logging(args.debug, args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except HarnessError as e:
+        if args.debug:
+            raise
+        for line in e.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; what was already computed is kept on disk.", file=sys.stderr)
+        return 130

@@ -1,0 +1,9 @@
+"""`harness run ...` verbs."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's verbs (filled in by its issue)."""

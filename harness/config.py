@@ -1,0 +1,326 @@
+"""Typed, validated run configuration.
+
+Every knob a study can vary is a named field whose default is the paper's value (sections 3-4);
+an ablation is a config diff. Configs are frozen pydantic models, validated once at the edge with
+every problem reported together (see :func:`load_run_config`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.errors import ConfigError, did_you_mean
+
+
+class Strict(BaseModel):
+    """Base: frozen, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class DataConfig(Strict):
+    """Where the dataset is and how its metadata columns are named."""
+
+    dir: Path | None = Field(None, description="dataset directory; None = the synthetic demo set")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="canonical column -> column in the xlsx, e.g. {label: diagnosis}",
+    )
+    split: str = Field("default", description="split name under DIR/splits/")
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(0.0, ge=0, lt=1)
+    split_seed: int = 42
+    channels: Literal[1, 3] = Field(3, description="model input channels (gray replicated to 3)")
+    cache_dir: Path | None = Field(None, description="decoded-image cache; None = DIR/.cache")
+    num_workers: int = Field(0, ge=0, le=64)
+
+    @model_validator(mode="after")
+    def _fractions(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError(
+                f"val_fraction + test_fraction must be < 0.9, but got "
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
+        return self
+
+
+class AugmentConfig(Strict):
+    """The paper's training augmentation; each part can be switched off for an ablation."""
+
+    hflip: bool = True
+    vflip: bool = Field(
+        True,
+        description="paper default; vertical flips put posterior acoustic shadowing upside down",
+    )
+    rotate_limit: float = Field(15.0, ge=0, le=180)
+    elastic: bool = True
+    clahe: bool = True
+    brightness_contrast: bool = True
+    speckle: bool = True
+    strength: float = Field(1.0, ge=0, le=2, description="scales every probability")
+
+
+class LossWeights(Strict):
+    """Hybrid segmentation loss weights (eq. 6): alpha*Dice + beta*Focal + gamma*Lovasz."""
+
+    dice: float = Field(0.4, ge=0)
+    focal: float = Field(0.3, ge=0)
+    lovasz: float = Field(0.3, ge=0)
+
+    @model_validator(mode="after")
+    def _nonzero(self) -> LossWeights:
+        if self.dice + self.focal + self.lovasz <= 0:
+            raise ValueError("at least one of dice, focal, lovasz must be > 0")
+        return self
+
+
+class OptimConfig(Strict):
+    """Optimiser, scheduler and stopping for one stage (shared shape for every stage)."""
+
+    epochs: int = Field(100, ge=1, le=10_000)
+    batch_size: int = Field(16, ge=1, le=4096)
+    weight_decay: float = Field(1e-2, ge=0)
+    patience: int = Field(15, ge=1, description="early stopping on the stage's validation metric")
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    plateau_patience: int = Field(5, ge=0)
+    min_lr: float = Field(1e-7, ge=0)
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap for smoke tests")
+
+
+class ClassifierConfig(Strict):
+    """timm backbone + the paper's head (BatchNorm-Linear-ReLU-Dropout-Linear)."""
+
+    backbone: str = "efficientnet_b7"
+    image_size: int = Field(300, ge=16, le=2048)
+    pretrained: bool = True
+    head_hidden: int = Field(512, ge=8)
+    head_dropout: float = Field(0.3, ge=0, lt=1)
+    lr_backbone: float = Field(1e-5, gt=0)
+    lr_head: float = Field(1e-3, gt=0)
+    class_weighting: bool = Field(True, description="CE weights w_c = N / (C n_c), eq. 1")
+    sampler: Literal["random", "weighted"] = "random"
+    augment: AugmentConfig = AugmentConfig()
+    optim: OptimConfig = OptimConfig()
+
+
+class SegmenterConfig(Strict):
+    """smp U-Net++ (any smp/timm encoder) with the hybrid Dice/Focal/Lovasz loss."""
+
+    arch: str = "unetplusplus"
+    encoder: str = "efficientnet-b7"
+    image_size: int = Field(320, ge=32, le=2048)
+    pretrained: bool = True
+    lr: float = Field(1e-4, gt=0)
+    loss: LossWeights = LossWeights()
+    sampler: Literal["random", "weighted"] = Field("weighted", description="paper: weighted")
+    augment: AugmentConfig = AugmentConfig()
+    optim: OptimConfig = OptimConfig()
+
+    @model_validator(mode="after")
+    def _divisible(self) -> SegmenterConfig:
+        if self.image_size % 32:
+            raise ValueError(f"image_size must be a multiple of 32 for U-Net++, but got {self.image_size}")
+        return self
+
+
+class RoiConfig(Strict):
+    """Pipeline B: lesion detection threshold and ROI crop (eqs. 9-12)."""
+
+    margin: float = Field(0.2, ge=0, le=2, description="rho at inference")
+    train_margin: float = Field(0.2, ge=0, le=2, description="rho for the classifier's training crops")
+    lesion_min_pixels: int = Field(50, ge=0, description="lesion present if > N px at seg resolution")
+    lesion_min_fraction: float | None = Field(
+        None, ge=0, lt=1, description="alternative to lesion_min_pixels, as a fraction of the image"
+    )
+    train_crops: Literal["predicted", "ground_truth", "ground_truth_jitter"] = Field(
+        "predicted", description="paper: masks predicted on the classifier's own training images"
+    )
+    jitter: float = Field(0.1, ge=0, le=1, description="box jitter (fraction of size) for ground_truth_jitter")
+
+
+class EvalConfig(Strict):
+    """Evaluation-only knobs: changing them never retrains a stage."""
+
+    mask_threshold: float = Field(0.5, gt=0, lt=1)
+    tta: bool = True
+    tta_views: tuple[Literal["identity", "hflip", "vflip"], ...] = ("identity", "hflip", "vflip")
+    batch_size: int = Field(16, ge=1)
+
+    @model_validator(mode="after")
+    def _views(self) -> EvalConfig:
+        if not self.tta_views or self.tta_views[0] != "identity":
+            raise ValueError('tta_views must start with "identity"')
+        if len(set(self.tta_views)) != len(self.tta_views):
+            raise ValueError(f"tta_views has duplicates: {list(self.tta_views)}")
+        return self
+
+
+class RuntimeConfig(Strict):
+    """Where and how to compute; never changes results except through `seed`."""
+
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["auto", "on", "off"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; None = all cores")
+    deterministic: bool = True
+    progress: Literal["auto", "on", "off"] = "auto"
+
+
+class RunConfig(Strict):
+    """One pipeline variant: everything a run or a study trial needs."""
+
+    name: str = "run"
+    pipeline: Literal["a", "b"] = "a"
+    data: DataConfig = DataConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+    segmenter: SegmenterConfig = SegmenterConfig()
+    roi: RoiConfig = RoiConfig()
+    eval: EvalConfig = EvalConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def hash(self, *sections: str) -> str:
+        """Stable short hash of the named sections (all when none are named)."""
+        dump = self.to_dict()
+        part = {k: dump[k] for k in sections} if sections else dump
+        blob = json.dumps(part, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, overrides and error messages
+
+
+def preset_names() -> list[str]:
+    """Names of the bundled presets (``harness run paper-a``)."""
+    return sorted(p.name[:-5] for p in resources.files("harness.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror}).") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)}).") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config fields, but got {type(data).__name__}.")
+    return data
+
+
+def resolve_config_source(source: str | Path) -> tuple[dict[str, Any], str]:
+    """A preset name or a YAML path -> (raw dict, label used in error messages)."""
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise ConfigError(f"{path}: no such config file.")
+        return _read_yaml(path), str(path)
+    names = preset_names()
+    if str(source) not in names:
+        raise ConfigError(
+            f'"{source}" is neither a config file nor a preset ({", ".join(names)}).'
+            + did_you_mean(str(source), names)
+        )
+    ref = resources.files("harness.presets") / f"{source}.yaml"
+    with resources.as_file(ref) as p:
+        return _read_yaml(Path(p)), f"preset {source}"
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'classifier.optim.epochs=3' -> (['classifier','optim','epochs'], 3). Values are YAML."""
+    if "=" not in text:
+        raise ConfigError(f'--set {text}: expected key=value, e.g. --set classifier.optim.epochs=3.')
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text}: empty key.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+    """Return a deep copy of ``raw`` with dotted overrides applied (list of k=v or dict)."""
+    out = json.loads(json.dumps(raw, default=str))
+    items = (
+        [parse_override(o) for o in overrides]
+        if isinstance(overrides, list)
+        else [(k.split("."), v) for k, v in overrides.items()]
+    )
+    for keys, value in items:
+        node = out
+        for k in keys[:-1]:
+            child = node.get(k)
+            if not isinstance(child, dict):
+                child = {}
+                node[k] = child
+            node = child
+        node[keys[-1]] = value
+    return out
+
+
+def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names valid at ``loc`` (the parent of an unknown key)."""
+    current: Any = model
+    for part in loc:
+        field = current.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        current = field.annotation
+    return list(current.model_fields)
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], where: str) -> list[str]:
+    """One line per problem: dotted field, the bad value, what is allowed, where it came from."""
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            hint = did_you_mean(str(loc[-1]), _field_names(model, loc[:-1]))
+            lines.append(f"{dotted}: unknown field ({where}).{hint}")
+            continue
+        msg = e["msg"].removeprefix("Value error, ")
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) else f", but got {dotted}={value!r}"
+        lines.append(f"{dotted}: {msg}{shown} ({where}).")
+    return lines
+
+
+def validate_run_config(raw: dict[str, Any], where: str = "config") -> RunConfig:
+    """Validate a raw dict; all problems in one :class:`ConfigError`."""
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, RunConfig, where)) from None
+
+
+def load_run_config(source: str | Path, overrides: list[str] | dict[str, Any] | None = None) -> RunConfig:
+    """Preset name or YAML path, plus ``--set`` overrides -> validated :class:`RunConfig`."""
+    raw, where = resolve_config_source(source)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        where = f"{where} + --set"
+    return validate_run_config(raw, where)
+
+
+def dump_yaml(config: RunConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
