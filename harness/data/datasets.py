@@ -1,0 +1,90 @@
+"""torch Datasets for the four stage inputs, all built on two small classes.
+
+- 3-class whole-image classification (pipeline A)      -> :class:`LabelledImages`
+- benign-vs-malignant ROI classification (pipeline B)   -> :class:`LabelledImages` on crops
+- binary lesion segmentation, lesion cases only (A)     -> :class:`MaskedImages`, masks {0,1}
+- 3-class segmentation background/benign/malignant (B)  -> :class:`MaskedImages`, masks {0,1,2}
+
+Arrays come from the decoded-image cache (uint8, already at the stage's size), so an epoch never
+decodes a PNG.
+"""
+
+from __future__ import annotations
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from harness import MALIGNANT, NORMAL
+from harness.data.transforms import to_input
+
+
+class LabelledImages(Dataset):
+    """(image, label) pairs from a uint8 (N, H, W) array."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, channels: int = 3,
+                 transform: A.Compose | None = None):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
+        self.channels, self.transform = channels, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img = np.asarray(self.images[i])
+        if self.transform is not None:
+            img = self.transform(image=img)["image"]
+        return torch.from_numpy(to_input(img, self.channels)), torch.tensor(self.labels[i])
+
+
+class MaskedImages(Dataset):
+    """(image, class-index mask) pairs; the same augmentation is applied to both."""
+
+    def __init__(self, images: np.ndarray, masks: np.ndarray, channels: int = 3,
+                 transform: A.Compose | None = None):
+        if images.shape != masks.shape:
+            raise ValueError(f"images {images.shape} and masks {masks.shape} differ in shape")
+        self.images, self.masks = images, masks
+        self.channels, self.transform = channels, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img, mask = np.asarray(self.images[i]), np.asarray(self.masks[i])
+        if self.transform is not None:
+            out = self.transform(image=img, mask=mask)
+            img, mask = out["image"], out["mask"]
+        return torch.from_numpy(to_input(img, self.channels)), torch.from_numpy(mask.astype(np.int64))
+
+
+def class_masks(masks01: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Binary lesion masks + image labels -> 3-class pixel maps: 0 background, 1 benign, 2 malignant.
+
+    Normal images become all-background whatever their mask holds.
+    """
+    labels = np.asarray(labels)
+    cls = np.where(labels == NORMAL, 0, np.where(labels == MALIGNANT, 2, 1)).astype(np.uint8)
+    return (masks01 > 0).astype(np.uint8) * cls[:, None, None]
+
+
+def classification_dataset(images: np.ndarray, labels: np.ndarray, channels: int,
+                           transform: A.Compose | None = None) -> LabelledImages:
+    """Stage input 1 and 4: whole images with 3-class labels, or ROI crops with B/M labels."""
+    return LabelledImages(images, labels, channels, transform)
+
+
+def binary_segmentation_dataset(images: np.ndarray, masks01: np.ndarray, labels: np.ndarray, channels: int,
+                                transform: A.Compose | None = None) -> tuple[MaskedImages, np.ndarray]:
+    """Stage input 2: lesion cases only (paper 4.1). Returns the dataset and the kept row indices."""
+    keep = np.flatnonzero(np.asarray(labels) != NORMAL)
+    return MaskedImages(images[keep], (masks01[keep] > 0).astype(np.uint8), channels, transform), keep
+
+
+def multiclass_segmentation_dataset(images: np.ndarray, masks01: np.ndarray, labels: np.ndarray, channels: int,
+                                    transform: A.Compose | None = None) -> MaskedImages:
+    """Stage input 3: every image, pixels labelled background/benign/malignant."""
+    return MaskedImages(images, class_masks(masks01, labels), channels, transform)

@@ -1,0 +1,222 @@
+"""One fit loop for every stage: AdamW with parameter groups, ReduceLROnPlateau on the stage's
+validation metric, early stopping, best/last checkpoints (resumable), per-epoch callbacks."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from harness.config import OptimConfig
+from harness.engine.device import DeviceInfo
+from harness.errors import TrainingError
+
+logger = logging.getLogger(__name__)
+
+EpochCallback = Callable[[str, dict[str, Any]], None]
+"""Called after every epoch with (stage name, epoch record); may raise to stop the run."""
+
+Validator = Callable[[nn.Module], tuple[float, float]]
+"""model -> (validation loss, validation metric; higher is better)."""
+
+
+@dataclass
+class FitResult:
+    best_metric: float
+    best_epoch: int
+    epochs: int
+    seconds: float
+    checkpoint: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def show_progress(setting: str) -> bool:
+    return setting == "on" or (setting == "auto" and sys.stderr.isatty())
+
+
+def _to_device(batch: torch.Tensor, info: DeviceInfo, image: bool) -> torch.Tensor:
+    batch = batch.to(info.device, non_blocking=info.pin_memory)
+    if image and info.channels_last and batch.ndim == 4:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    return batch
+
+
+def autocast(info: DeviceInfo):
+    return torch.autocast(device_type=info.device.type, dtype=info.amp_dtype, enabled=info.amp)
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def fit(
+    model: nn.Module,
+    train_loader: DataLoader,
+    *,
+    loss_fn: nn.Module,
+    param_groups: list[dict],
+    optim: OptimConfig,
+    validate: Validator,
+    info: DeviceInfo,
+    stage: str,
+    workdir: Path,
+    callbacks: Sequence[EpochCallback] = (),
+    progress: bool = False,
+) -> FitResult:
+    """Train ``model`` and keep the best checkpoint (``workdir/best.pt``, a plain state dict).
+
+    ``workdir/last.pt`` holds the full training state after each epoch; when it exists the loop
+    resumes from it. A non-finite loss raises :class:`TrainingError` and keeps what was saved.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    best_path, last_path = workdir / "best.pt", workdir / "last.pt"
+    model.to(info.device)
+    if info.channels_last:
+        model.to(memory_format=torch.channels_last)
+    loss_fn.to(info.device)
+    optimizer = torch.optim.AdamW(param_groups, weight_decay=optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=optim.plateau_factor, patience=optim.plateau_patience, min_lr=optim.min_lr
+    )
+    scaler = torch.amp.GradScaler(info.device.type, enabled=info.amp and info.amp_dtype == torch.float16)
+    state = {"epoch": 0, "best_metric": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "seconds": 0.0}
+    if last_path.exists():
+        saved = torch.load(last_path, map_location=info.device, weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["rng"].cpu())
+        state.update({k: saved[k] for k in state})
+        logger.info("%s: resuming after epoch %d (best %.4f)", stage, state["epoch"], state["best_metric"])
+
+    bar = tqdm(total=optim.epochs, initial=state["epoch"], desc=stage, disable=not progress, leave=False,
+               file=sys.stderr)
+    stopped_early = state["bad_epochs"] >= optim.patience
+    while state["epoch"] < optim.epochs and not stopped_early:
+        epoch = state["epoch"] + 1
+        t0 = time.perf_counter()
+        train_loss = _train_epoch(model, train_loader, loss_fn, optimizer, scaler, info, optim, stage, epoch, best_path)
+        val_loss, metric = validate(model)
+        scheduler.step(metric if math.isfinite(metric) else -math.inf)
+        seconds = time.perf_counter() - t0
+        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_metric": metric,
+                  "lr": optimizer.param_groups[-1]["lr"], "seconds": seconds}
+        state["history"].append(record)
+        state["seconds"] += seconds
+        if metric > state["best_metric"]:
+            state.update(best_metric=metric, best_epoch=epoch, bad_epochs=0)
+            _save_atomic(model.state_dict(), best_path)
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), **state}, last_path)
+        bar.update(1)
+        bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{metric:.3f}")
+        logger.debug("%s epoch %d: %s", stage, epoch, record)
+        for cb in callbacks:
+            cb(stage, dict(record))
+        stopped_early = state["bad_epochs"] >= optim.patience
+    bar.close()
+    if not best_path.exists():  # zero epochs were run (e.g. epochs already done but best missing)
+        _save_atomic(model.state_dict(), best_path)
+    model.load_state_dict(torch.load(best_path, map_location=info.device, weights_only=True))
+    return FitResult(best_metric=float(state["best_metric"]), best_epoch=int(state["best_epoch"]),
+                     epochs=int(state["epoch"]), seconds=float(state["seconds"]), checkpoint=best_path,
+                     history=list(state["history"]), stopped_early=stopped_early)
+
+
+def _train_epoch(model, loader, loss_fn, optimizer, scaler, info: DeviceInfo, optim: OptimConfig, stage: str,
+                 epoch: int, best_path: Path) -> float:
+    model.train()
+    total, count = 0.0, 0
+    for step, (x, y) in enumerate(loader, start=1):
+        x, y = _to_device(x, info, image=True), _to_device(y, info, image=False)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(info):
+            out = model(x)
+        loss = loss_fn(out.float(), y)
+        if not torch.isfinite(loss):
+            kept = f"best checkpoint so far kept at {best_path}" if best_path.exists() else "no checkpoint yet"
+            raise TrainingError(
+                f"stage {stage}: loss became {loss.item()} at epoch {epoch}, step {step}; {kept}. "
+                f"Lower the learning rate or check the inputs."
+            )
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total += float(loss.detach()) * len(x)
+        count += len(x)
+        if optim.max_steps_per_epoch and step >= optim.max_steps_per_epoch:
+            break
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def run_validation(model: nn.Module, loader: Iterable, loss_fn: nn.Module, info: DeviceInfo,
+                   score: Callable[[torch.Tensor, torch.Tensor], np.ndarray],
+                   reduce: Callable[[np.ndarray], float]) -> tuple[float, float]:
+    """Mean loss and a metric: ``score`` maps each batch to per-sample rows, ``reduce`` all rows to it."""
+    model.eval()
+    total, count, rows = 0.0, 0, []
+    for x, y in loader:
+        x, y = _to_device(x, info, image=True), _to_device(y, info, image=False)
+        with autocast(info):
+            out = model(x)
+        out = out.float()
+        total += float(loss_fn(out, y)) * len(x)
+        count += len(x)
+        rows.append(score(out, y))
+    return total / max(count, 1), float(reduce(np.concatenate(rows)))
+
+
+def classification_score(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """Rows (prediction, target) per sample."""
+    return torch.stack([logits.argmax(1), y], dim=1).cpu().numpy()
+
+
+def balanced_accuracy_of(rows: np.ndarray) -> float:
+    """Mean recall over the classes present in the targets (eq. 5)."""
+    pred, target = rows[:, 0], rows[:, 1]
+    recalls = [np.mean(pred[target == c] == c) for c in np.unique(target)]
+    return float(np.mean(recalls)) if recalls else float("nan")
+
+
+def dice_score(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """Per-image foreground Dice at the training resolution (lesion = any non-background class).
+
+    Both empty counts 1 (a correct empty mask), one empty counts 0.
+    """
+    if logits.shape[1] == 1:
+        pred = logits[:, 0] > 0
+    else:
+        pred = logits.argmax(1) > 0
+    gt = y > 0
+    inter = (pred & gt).flatten(1).sum(1).float()
+    size = pred.flatten(1).sum(1).float() + gt.flatten(1).sum(1).float()
+    dice = torch.where(size > 0, 2 * inter / size.clamp(min=1), torch.ones_like(size))
+    return dice.cpu().numpy()[:, None]
+
+
+def mean_of(rows: np.ndarray) -> float:
+    return float(np.mean(rows)) if len(rows) else float("nan")
+
+
+def fit_summary(result: FitResult) -> dict[str, Any]:
+    d = asdict(result)
+    d["checkpoint"] = str(result.checkpoint)
+    return d

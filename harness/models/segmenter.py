@@ -1,0 +1,60 @@
+"""Lesion segmenter: smp architectures (U-Net++ by default) with any smp or timm (`tu-`) encoder."""
+
+from __future__ import annotations
+
+import logging
+
+import segmentation_models_pytorch as smp
+from torch import nn
+
+from harness.config import SegmenterConfig
+from harness.errors import ConfigError, did_you_mean
+from harness.models.weights import load_state_file, local_weights, with_pretrained
+
+logger = logging.getLogger(__name__)
+
+
+def check_segmenter(cfg: SegmenterConfig) -> None:
+    archs = list(smp.MODEL_ARCHITECTURES_MAPPING)
+    problems = []
+    if cfg.arch not in archs:
+        problems.append(f'segmenter.arch: unknown architecture "{cfg.arch}"; known: {", ".join(archs)}.'
+                        + did_you_mean(cfg.arch, archs))
+    if not cfg.encoder.startswith("tu-"):
+        names = smp.encoders.get_encoder_names()
+        if cfg.encoder not in names:
+            problems.append(f'segmenter.encoder: unknown smp encoder "{cfg.encoder}" (any timm model works as '
+                            f'"tu-<name>").' + did_you_mean(cfg.encoder, names))
+    else:
+        import timm
+
+        if not timm.is_model(cfg.encoder[3:]):
+            problems.append(f'segmenter.encoder: unknown timm model "{cfg.encoder[3:]}" in "{cfg.encoder}".'
+                            + did_you_mean(cfg.encoder[3:], timm.list_models()))
+    if problems:
+        raise ConfigError(problems)
+
+
+def create_segmenter(cfg: SegmenterConfig, num_classes: int, in_chans: int = 3) -> nn.Module:
+    """``num_classes`` 1 = binary (sigmoid), 3 = background/benign/malignant (softmax)."""
+    check_segmenter(cfg)
+
+    def build(pretrained: bool) -> nn.Module:
+        return smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights="imagenet" if pretrained else None,
+                                in_channels=in_chans, classes=num_classes)
+
+    local = local_weights(cfg.encoder) if cfg.pretrained else None
+    if local is not None:
+        model = build(False)
+        missing, unexpected = model.encoder.load_state_dict(load_state_file(local), strict=False)
+        logger.info("loaded encoder %s from %s (%d missing, %d unexpected keys)", cfg.encoder, local,
+                    len(missing), len(unexpected))
+        return model
+    if cfg.pretrained:
+        return with_pretrained(build, "segmenter", cfg.encoder)
+    return build(False)
+
+
+def segmenter_param_groups(model: nn.Module, cfg: SegmenterConfig) -> list[dict]:
+    """One learning rate for the whole segmenter (paper: AdamW 1e-4)."""
+    return [{"params": list(model.parameters()), "lr": cfg.lr, "name": "segmenter"}]
