@@ -1,0 +1,85 @@
+"""Bootstrap, across-seed summaries and paired tests against scipy / hand cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from harness.metrics import stats as T
+from harness.metrics.classification import classification_metrics
+
+
+def _case(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    p = np.where(rng.random(n) < 0.75, y, rng.integers(0, 3, n))
+    dice = np.where(y < 2, rng.beta(5, 1.5, n), 1.0)
+    return y, p, dice
+
+
+def test_replicates_equal_direct_computation():
+    y, p, dice = _case()
+    idx = T.bootstrap_indices(y.size, n_boot=7, seed=3)
+    rep = T.replicate_metrics(y, p, dice, idx)
+    for b in range(7):
+        i = idx[b]
+        direct = classification_metrics(y[i], p[i])
+        for k in ("balanced_accuracy", "macro_f1", "cohen_kappa", "malignant_sensitivity", "malignant_specificity"):
+            assert rep[k][b] == pytest.approx(direct[k], nan_ok=True), k
+        les = dice[i][y[i] < 2]
+        assert rep["dice_mean"][b] == pytest.approx(les.mean())
+        assert rep["dice_median"][b] == pytest.approx(np.median(les))
+        assert rep["dice_ge_0.8"][b] == pytest.approx(np.mean(les >= 0.8))
+
+
+def test_bootstrap_ci_seeded_and_covers_point_estimate():
+    y, p, dice = _case()
+    a = T.bootstrap_ci(y, p, dice, n_boot=300, seed=1)
+    b = T.bootstrap_ci(y, p, dice, n_boot=300, seed=1)
+    assert a == b
+    point = classification_metrics(y, p)["balanced_accuracy"]
+    lo, hi = a["balanced_accuracy"]
+    assert lo < point < hi and hi - lo < 0.3
+    # percentile CI of a known distribution
+    assert T.percentile_ci(np.arange(101.0)) == pytest.approx((2.5, 97.5))
+    assert all(np.isnan(T.percentile_ci(np.array([np.nan]))))
+    with pytest.raises(ValueError, match="n_boot"):
+        T.bootstrap_indices(5, 0)
+
+
+def test_across_seeds_t_interval():
+    v = np.array([0.80, 0.82, 0.85, 0.79])
+    s = T.across_seeds(v)
+    lo, hi = sps.t.interval(0.95, df=3, loc=v.mean(), scale=sps.sem(v))
+    assert s["mean"] == pytest.approx(v.mean()) and s["std"] == pytest.approx(v.std(ddof=1))
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx((lo, hi))
+    one = T.across_seeds(np.array([0.8]))
+    assert one["mean"] == 0.8 and np.isnan(one["std"]) and one["n"] == 1
+
+
+def test_mcnemar_hand_cases():
+    a = np.array([1, 1, 1, 1, 1, 0, 0, 1], bool)
+    b = np.array([0, 0, 0, 0, 1, 1, 0, 1], bool)
+    # discordant: A-only = 4, B-only = 1 -> exact p = 2 * P(X <= 1 | n=5, p=.5) = 2 * 6/32
+    ex = T.mcnemar(a, b)
+    assert ex.pvalue == pytest.approx(12 / 32) and ex.n == 5
+    cc = T.mcnemar(a, b, exact=False)
+    assert cc.statistic == pytest.approx((3 - 1) ** 2 / 5)
+    assert cc.pvalue == pytest.approx(sps.chi2.sf(0.8, 1))
+    same = T.mcnemar(a, a)
+    assert same.pvalue == 1.0 and same.n == 0
+    with pytest.raises(ValueError, match="equal length"):
+        T.mcnemar(a, b[:3])
+
+
+def test_wilcoxon_hand_cases():
+    x = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    y = x - np.array([0.01, 0.02, 0.03, 0.04, 0.05])  # all A better, distinct |d|
+    r = T.wilcoxon(x, y)
+    assert r.pvalue == pytest.approx(2 / 32)  # exact: only the all-positive sign pattern is as extreme
+    assert T.wilcoxon(x, x).pvalue == 1.0  # all differences zero
+    with_nan = T.wilcoxon(np.r_[x, np.nan], np.r_[y, 0.3])
+    assert with_nan.pvalue == pytest.approx(r.pvalue) and with_nan.n == 5
+    with pytest.raises(ValueError, match="no complete pairs"):
+        T.wilcoxon(np.array([np.nan]), np.array([1.0]))
