@@ -20,12 +20,13 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-def train_transform(cfg: AugmentConfig) -> A.Compose:
+def train_transform(cfg: AugmentConfig, seed: int | None = None) -> A.Compose:
     """The paper's training augmentation (section 3.1.1); applied jointly to image and mask.
 
     Flips, in-plane rotation (Affine), elastic deformation (probe pressure), brightness/contrast,
     CLAHE and multiplicative speckle noise. ``cfg`` switches each part for ablations (e.g.
-    ``vflip: false`` keeps posterior acoustic shadowing below the lesion).
+    ``vflip: false`` keeps posterior acoustic shadowing below the lesion). ``seed`` makes the
+    sequence of augmentations reproducible (albumentations ignores the global seeds).
     """
     s = cfg.strength
     ops: list[A.BasicTransform] = []
@@ -46,7 +47,7 @@ def train_transform(cfg: AugmentConfig) -> A.Compose:
         ops.append(A.CLAHE(clip_limit=(1.0, 3.0), tile_grid_size=(8, 8), p=min(1.0, 0.3 * s)))
     if cfg.speckle:
         ops.append(A.MultiplicativeNoise(multiplier=(0.85, 1.15), elementwise=True, p=min(1.0, 0.3 * s)))
-    return A.Compose(ops)
+    return A.Compose(ops, seed=seed)
 
 
 def to_input(images: np.ndarray, channels: int) -> np.ndarray:

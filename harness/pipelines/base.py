@@ -1,0 +1,55 @@
+"""What a pipeline is: trains its stages, then maps images to (3-class probabilities, label, mask)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from harness.pipelines.context import RunContext
+from harness.pipelines.stages import Stage
+from harness.registry import Registry
+
+
+@dataclass
+class Inference:
+    """Per-image outputs of a pipeline, aligned with the ids it was given."""
+
+    ids: list[str]
+    probs: np.ndarray  # (N, 3) over Benign, Malignant, Normal
+    pred_labels: np.ndarray  # (N,)
+    masks: list[np.ndarray]  # bool (H, W) at each image's ORIGINAL size
+    extra: dict[str, np.ndarray] | None = None
+
+
+class Pipeline(ABC):
+    """A diagnostic pipeline: ``train`` returns its stages, ``infer`` runs them on images."""
+
+    name: str = ""
+    stage_names: tuple[str, ...] = ()
+
+    @abstractmethod
+    def train(self, ctx: RunContext) -> dict[str, Stage]:
+        """Train or load every stage (stage name -> trained stage)."""
+
+    @abstractmethod
+    def infer(self, ctx: RunContext, stages: dict[str, Stage], ids: Sequence[str]) -> Inference:
+        """Run the pipeline on ``ids`` (never part of the training split)."""
+
+
+PIPELINES: Registry[type[Pipeline]] = Registry("pipeline")
+
+
+def create_pipeline(name: str) -> Pipeline:
+    return PIPELINES.get(name, "pipeline")()
+
+
+def upsample(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize a (h, w) probability map to the original (H, W) image size (bilinear)."""
+    h, w = shape
+    if prob.shape == (h, w):
+        return prob
+    return cv2.resize(prob.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)

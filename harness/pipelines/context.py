@@ -1,0 +1,119 @@
+"""What one run shares between its stages: config, device, data, split, array caches, stage store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.config import RunConfig
+from harness.data.cache import ArrayCache, load_cache
+from harness.data.io import image_size, read_image, read_mask
+from harness.data.records import DatasetIndex, load_index
+from harness.data.splits import Split, get_or_create_split
+from harness.engine.device import DeviceInfo
+from harness.engine.fit import EpochCallback
+from harness.engine.store import StageStore
+from harness.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATA_ENV = "HARNESS_DATA"
+DEFAULT_DATA_DIR = Path("data/synth")
+
+
+def default_data_dir() -> Path:
+    """``$HARNESS_DATA`` or ``./data/synth`` (where ``make demo`` writes the synthetic set)."""
+    return Path(os.environ.get(DEFAULT_DATA_ENV, DEFAULT_DATA_DIR))
+
+
+def resolve_data_dir(config: RunConfig, override: Path | None = None) -> Path:
+    root = Path(override) if override else config.data.dir or default_data_dir()
+    if not (root / "training_metadata.xlsx").exists() and not root.exists():
+        hint = ("make one with `harness data synth data/synth` (or `make demo`), or pass --data DIR"
+                if not (override or config.data.dir) else "check the path given with --data / data.dir")
+        raise DataError(f"{root}: no dataset directory there; {hint}.")
+    return root
+
+
+@dataclass
+class RunContext:
+    """Per-run state shared by the stages; built once by :func:`prepare`."""
+
+    config: RunConfig
+    info: DeviceInfo
+    store: StageStore
+    index: DatasetIndex
+    split: Split
+    callbacks: Sequence[EpochCallback] = ()
+    progress: bool = False
+    _caches: dict[int, ArrayCache] = field(default_factory=dict)
+
+    @property
+    def data_key(self) -> dict[str, Any]:
+        ids = json.dumps({"train": list(self.split.train), "val": list(self.split.val)}).encode()
+        return {"metadata": self.index.metadata_hash, "split": hashlib.sha256(ids).hexdigest()[:16],
+                "channels": self.config.data.channels}
+
+    def arrays(self, size: int) -> ArrayCache:
+        """Decoded images and masks at ``size`` (built once per dataset and size, then memory-mapped)."""
+        if size not in self._caches:
+            self._caches[size] = load_cache(self.index, size, self.config.data.cache_dir, progress=self.progress)
+        return self._caches[size]
+
+    def rows(self, size: int, ids: Sequence[str]) -> np.ndarray:
+        cache = self.arrays(size)
+        return np.array([cache.row(i) for i in ids], dtype=np.int64)
+
+    def labels(self, ids: Sequence[str]) -> np.ndarray:
+        by_id = self.index.by_id()
+        return np.array([by_id[i].label for i in ids], dtype=np.int64)
+
+    def subset(self, size: int, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(images, binary masks, labels) of ``ids`` at ``size``, in memory."""
+        cache, rows = self.arrays(size), self.rows(size, ids)
+        return np.asarray(cache.images[rows]), np.asarray(cache.masks[rows]), self.labels(ids)
+
+
+    def original_image(self, image_id: str) -> np.ndarray:
+        """The image at its original size, uint8 grey."""
+        return read_image(self.index.image_file(self.index.by_id()[image_id]))
+
+    def original_mask(self, image_id: str) -> np.ndarray:
+        """The ground-truth mask at the original size (all False when the record has none)."""
+        rec = self.index.by_id()[image_id]
+        path = self.index.mask_file(rec)
+        if path is None:
+            h, w = self.original_shapes([image_id])[0]
+            return np.zeros((h, w), dtype=bool)
+        return read_mask(path)
+
+    def original_shapes(self, ids: Sequence[str]) -> list[tuple[int, int]]:
+        """(H, W) of each original image, read from the PNG headers only."""
+        by_id = self.index.by_id()
+        out = []
+        for i in ids:
+            w, h = image_size(self.index.image_file(by_id[i]))
+            out.append((h, w))
+        return out
+
+
+def prepare(config: RunConfig, info: DeviceInfo, store_root: Path, *, data_dir: Path | None = None,
+            callbacks: Sequence[EpochCallback] = (), progress: bool = False) -> RunContext:
+    """Check the dataset, load (or create and announce) the split, and set up the stage store."""
+    root = resolve_data_dir(config, data_dir)
+    index = load_index(root, config.data.columns or None, check=True)
+    split = get_or_create_split(index, config.data.split, config.data.val_fraction, config.data.test_fraction,
+                                config.data.split_seed)
+    overlap = set(split.train) & (set(split.val) | set(split.test))
+    if overlap:  # load_split checks patients too; this guards the contract "never evaluate on training images"
+        raise DataError(f"split {config.data.split}: {len(overlap)} images are both in train and val/test.")
+    return RunContext(config=config, info=info, store=StageStore(store_root), index=index, split=split,
+                      callbacks=tuple(callbacks), progress=progress)

@@ -1,0 +1,120 @@
+"""`run_trial`: train what a config needs, evaluate, write the run directory.
+
+The same function serves `harness run`, a Ray Tune trial and a W&B agent. Run directory contract:
+``config.yaml``, ``metrics.json`` (validation), ``metrics_test.json`` (when the split has a test
+part), ``predictions.csv``, ``pred_masks/<image_id>.png`` (original size), ``stages/<stage>.json``;
+stage checkpoints live in the stage store (``RUN_DIR/checkpoints`` unless a shared store is given).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.config import RunConfig, dump_yaml
+from harness.data.io import write_mask
+from harness.engine.device import configure_torch, release_memory, resolve_device
+from harness.engine.fit import EpochCallback, show_progress
+from harness.metrics import run_metrics
+from harness.metrics.segmentation import per_image
+from harness.pipelines import a as _a  # noqa: F401  (registers pipeline "a")
+from harness.pipelines import b as _b  # noqa: F401  (registers pipeline "b")
+from harness.pipelines.base import Inference, create_pipeline
+from harness.pipelines.context import RunContext, prepare
+
+logger = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS = ["subset", "image_id", "label", "pred_label", "prob_benign", "prob_malignant", "prob_normal",
+                      "dice", "iou", "precision", "recall", "specificity", "hd95", "gt_pixels", "pred_pixels",
+                      "image_path", "mask_path"]
+
+
+@dataclass
+class TrialResult:
+    """What a run returns to its caller (CLI, Ray trial, W&B agent)."""
+
+    run_dir: Path
+    metrics: dict[str, float]
+    test_metrics: dict[str, float] | None
+    stages: dict[str, dict[str, Any]]
+    seconds: float
+    trained_stages: list[str] = field(default_factory=list)
+
+
+def evaluate(ctx: RunContext, inference: Inference, subset: str, out_dir: Path) -> pd.DataFrame:
+    """Per-image table at the original image size; writes the predicted masks as PNG."""
+    rows = []
+    by_id = ctx.index.by_id()
+    mask_dir = out_dir / "pred_masks"
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    for k, image_id in enumerate(inference.ids):
+        rec = by_id[image_id]
+        gt = ctx.original_mask(image_id)
+        pred = inference.masks[k]
+        write_mask(mask_dir / f"{image_id}.png", pred)
+        seg = per_image(pred, gt)
+        mask_file = ctx.index.mask_file(rec)
+        rows.append({
+            "subset": subset, "image_id": image_id, "label": rec.label, "pred_label": int(inference.pred_labels[k]),
+            "prob_benign": float(inference.probs[k, 0]), "prob_malignant": float(inference.probs[k, 1]),
+            "prob_normal": float(inference.probs[k, 2]), **{m: seg[m] for m in
+                                                             ("dice", "iou", "precision", "recall", "specificity", "hd95")},
+            "gt_pixels": int(gt.sum()), "pred_pixels": int(pred.sum()),
+            "image_path": str(ctx.index.image_file(rec).resolve()),
+            "mask_path": str(mask_file.resolve()) if mask_file else "",
+        })
+    return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+
+
+def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def run_trial(config: RunConfig, out_dir: Path, *, data_dir: Path | None = None, store_root: Path | None = None,
+              callbacks: Sequence[EpochCallback] = (), progress: bool | None = None) -> TrialResult:
+    """Train (or reuse) every stage of ``config.pipeline`` and evaluate it; see the module docstring."""
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(dump_yaml(config))
+    info = resolve_device(config.runtime)
+    configure_torch(config.runtime, info)
+    show = show_progress(config.runtime.progress) if progress is None else progress
+    ctx = prepare(config, info, Path(store_root) if store_root else out_dir / "checkpoints", data_dir=data_dir,
+                  callbacks=callbacks, progress=show)
+    pipeline = create_pipeline(config.pipeline)
+    stages = pipeline.train(ctx)
+    stage_dir = out_dir / "stages"
+    stage_dir.mkdir(exist_ok=True)
+    for name, stage in stages.items():
+        (stage_dir / f"{name}.json").write_text(json.dumps(_json_safe(stage.record), indent=2, default=str))
+
+    results: dict[str, dict[str, float]] = {}
+    tables = []
+    for subset, ids in (("val", ctx.split.val), ("test", ctx.split.test)):
+        if not ids:
+            continue
+        table = evaluate(ctx, pipeline.infer(ctx, stages, list(ids)), subset, out_dir)
+        tables.append(table)
+        metrics = {**run_metrics(table), "pipeline": config.pipeline, "subset": subset}
+        results[subset] = metrics
+        name = "metrics.json" if subset == "val" else f"metrics_{subset}.json"
+        (out_dir / name).write_text(json.dumps(_json_safe(metrics), indent=2))
+    pd.concat(tables).to_csv(out_dir / "predictions.csv", index=False)
+    release_memory()
+    seconds = time.perf_counter() - t0
+    logger.info("run %s (pipeline %s) done in %.1fs: balanced accuracy %.3f, lesion Dice %.3f -> %s", config.name,
+                config.pipeline, seconds, results["val"].get("balanced_accuracy", np.nan),
+                results["val"].get("dice_mean", np.nan), out_dir)
+    return TrialResult(run_dir=out_dir, metrics=results["val"], test_metrics=results.get("test"),
+                       stages={n: s.record for n, s in stages.items()}, seconds=seconds,
+                       trained_stages=[n for n, s in stages.items() if not s.cached])

@@ -1,0 +1,179 @@
+"""The two trainable stage kinds every pipeline is made of, and the inference calls on them.
+
+Pipeline A = classifier stage (3 classes, whole images) + segmenter stage (binary, lesion images).
+Pipeline B = segmenter stage (3 classes) + classifier stage (2 classes, ROI crops).
+Each stage is one function used by both pipelines; a stored stage with the same key is reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from harness.config import ClassifierConfig, EvalConfig, SegmenterConfig
+from harness.data.datasets import classification_dataset, MaskedImages
+from harness.data.transforms import train_transform, tta_views
+from harness.engine import fit as engine
+from harness.engine.predict import predict, sigmoid, softmax
+from harness.engine.store import stage_key
+from harness.models.classifier import classifier_param_groups, create_classifier
+from harness.models.losses import HybridLoss, class_weights, cross_entropy
+from harness.models.segmenter import create_segmenter, segmenter_param_groups
+from harness.pipelines.context import RunContext
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage:
+    """A trained stage ready for inference."""
+
+    name: str
+    model: nn.Module
+    record: dict[str, Any]
+
+    @property
+    def cached(self) -> bool:
+        return bool(self.record.get("cached"))
+
+
+def _loader(ctx: RunContext, ds: Dataset, batch_size: int, sample_labels: np.ndarray | None, seed: int,
+            weighted: bool) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    sampler = None
+    if weighted and sample_labels is not None:
+        w = class_weights(sample_labels, int(sample_labels.max()) + 1)[sample_labels]
+        sampler = WeightedRandomSampler(torch.as_tensor(w, dtype=torch.double), num_samples=len(ds),
+                                        replacement=True, generator=g)
+    workers = ctx.config.data.num_workers
+    transform = getattr(ds, "transform", None)
+
+    def init_worker(worker_id: int) -> None:  # distinct, reproducible augmentation per worker
+        if transform is not None:
+            transform.set_random_seed(torch.initial_seed() % 2**32)
+
+    return DataLoader(ds, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, generator=g,
+                      drop_last=len(ds) > batch_size, num_workers=workers, pin_memory=ctx.info.pin_memory,
+                      persistent_workers=workers > 0, worker_init_fn=init_worker if workers else None)
+
+
+def _obtain(ctx: RunContext, name: str, kind: str, key_parts: dict[str, Any], build: Callable[[], nn.Module],
+            train: Callable[[nn.Module, Any], engine.FitResult], metric_name: str) -> Stage:
+    """Load the stage from the store when its key is there, else train it (once, under a lock)."""
+    key = stage_key({"stage": name, **key_parts, "data": ctx.data_key, "seed": ctx.config.runtime.seed})
+    record = ctx.store.lookup(name, key)
+    if record is None:
+        with ctx.store.lock(name, key) as workdir:
+            record = ctx.store.lookup(name, key)  # another trial may have trained it meanwhile
+            if record is None:
+                t0 = time.perf_counter()
+                model = build()
+                result = train(model, workdir)
+                record = {"stage": name, "kind": kind, "hash": key, "checkpoint": str(result.checkpoint.resolve()),
+                          "epochs": result.epochs, "best_epoch": result.best_epoch,
+                          "best_metric": result.best_metric, "metric_name": metric_name,
+                          "seconds": time.perf_counter() - t0, "stopped_early": result.stopped_early,
+                          "history": result.history}
+                ctx.store.commit(name, key, record)
+                logger.info("%s: trained %d epochs in %.1fs, best %s %.4f (epoch %d)", name, result.epochs,
+                            record["seconds"], metric_name, result.best_metric, result.best_epoch)
+                return Stage(name, model.eval(), {**record, "cached": False})
+    model = build()
+    state = torch.load(record["checkpoint"], map_location=ctx.info.device, weights_only=True)
+    model.load_state_dict(state)
+    model.to(ctx.info.device).eval()
+    logger.info("%s: reusing trained stage %s (best %s %.4f)", name, key, metric_name, record["best_metric"])
+    return Stage(name, model, {**record, "cached": True})
+
+
+ClassifierData = Callable[[], tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]]
+"""() -> ((train images, labels), (val images, labels)); only called when the stage must train."""
+SegmenterData = Callable[[], tuple[tuple[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]]
+"""() -> ((train images, class masks, sampler labels), (val images, class masks))."""
+
+
+def classifier_stage(ctx: RunContext, name: str, cfg: ClassifierConfig, num_classes: int, data: ClassifierData,
+                     key_parts: dict[str, Any] | None = None) -> Stage:
+    """Train (or reuse) a classifier on uint8 images of size ``cfg.image_size`` with integer labels."""
+    seed, channels = ctx.config.runtime.seed, ctx.config.data.channels
+
+    def build() -> nn.Module:
+        return create_classifier(cfg, num_classes, channels)
+
+    def fit_it(model: nn.Module, workdir) -> engine.FitResult:
+        train, val = data()
+        train_ds = classification_dataset(train[0], train[1], channels, train_transform(cfg.augment, seed))
+        val_ds = classification_dataset(val[0], val[1], channels)
+        loss = cross_entropy(train[1] if cfg.class_weighting else None, num_classes)
+        loader = _loader(ctx, train_ds, cfg.optim.batch_size, train[1], seed, cfg.sampler == "weighted")
+        val_loader = DataLoader(val_ds, batch_size=ctx.config.eval.batch_size)
+        validate = lambda m: engine.run_validation(  # noqa: E731
+            m, val_loader, loss, ctx.info, engine.classification_score, engine.balanced_accuracy_of)
+        return engine.fit(model, loader, loss_fn=loss, param_groups=classifier_param_groups(model, cfg),
+                          optim=cfg.optim, validate=validate, info=ctx.info, stage=name, workdir=workdir,
+                          callbacks=ctx.callbacks, progress=ctx.progress)
+
+    parts = {"kind": "classifier", "cfg": cfg.model_dump(mode="json"), "num_classes": num_classes, **(key_parts or {})}
+    return _obtain(ctx, name, "classifier", parts, build, fit_it, "balanced_accuracy")
+
+
+def segmenter_stage(ctx: RunContext, name: str, cfg: SegmenterConfig, num_classes: int, data: SegmenterData,
+                    key_parts: dict[str, Any] | None = None) -> Stage:
+    """Train (or reuse) a segmenter. ``num_classes`` 1 is binary (sigmoid, masks {0,1}); otherwise
+    softmax over class masks. The sampler labels balance the loader (paper: WeightedRandomSampler)."""
+    seed, channels = ctx.config.runtime.seed, ctx.config.data.channels
+    mode = "binary" if num_classes == 1 else "multiclass"
+
+    def build() -> nn.Module:
+        return create_segmenter(cfg, num_classes, channels)
+
+    def fit_it(model: nn.Module, workdir) -> engine.FitResult:
+        train, val = data()
+        train_ds = MaskedImages(train[0], train[1], channels, train_transform(cfg.augment, seed))
+        val_ds = MaskedImages(val[0], val[1], channels)
+        loss = HybridLoss(cfg.loss, mode)
+        loader = _loader(ctx, train_ds, cfg.optim.batch_size, train[2], seed, cfg.sampler == "weighted")
+        val_loader = DataLoader(val_ds, batch_size=ctx.config.eval.batch_size)
+        validate = lambda m: engine.run_validation(  # noqa: E731
+            m, val_loader, loss, ctx.info, engine.dice_score, engine.mean_of)
+        return engine.fit(model, loader, loss_fn=loss, param_groups=segmenter_param_groups(model, cfg),
+                          optim=cfg.optim, validate=validate, info=ctx.info, stage=name, workdir=workdir,
+                          callbacks=ctx.callbacks, progress=ctx.progress)
+
+    parts = {"kind": "segmenter", "cfg": cfg.model_dump(mode="json"), "num_classes": num_classes, **(key_parts or {})}
+    return _obtain(ctx, name, "segmenter", parts, build, fit_it, "dice")
+
+
+def classify(ctx: RunContext, stage: Stage, images: np.ndarray, ev: EvalConfig) -> np.ndarray:
+    """Class probabilities (N, C): mean softmax over the TTA views when TTA is on."""
+    return predict(stage.model, images, info=ctx.info, channels=ctx.config.data.channels,
+                   views=tta_views(ev.tta, ev.tta_views), activation=softmax, dense=False,
+                   batch_size=ev.batch_size)
+
+
+def lesion_probability(ctx: RunContext, stage: Stage, images: np.ndarray, ev: EvalConfig,
+                       tta: bool | None = None) -> np.ndarray:
+    """Per-pixel lesion probability (N, H, W) at the segmenter's resolution.
+
+    Binary segmenters: sigmoid; multi-class: 1 - P(background). TTA probabilities are mapped back
+    with each view's inverse and averaged.
+    """
+    binary = _out_channels(stage.model) == 1
+    use_tta = ev.tta if tta is None else tta
+    return predict(stage.model, images, info=ctx.info, channels=ctx.config.data.channels,
+                   views=tta_views(use_tta, ev.tta_views), activation=sigmoid if binary else softmax, dense=True,
+                   batch_size=ev.batch_size, post=(lambda p: p[:, 0]) if binary else (lambda p: 1 - p[:, 0]))
+
+
+def _out_channels(model: nn.Module) -> int:
+    head = getattr(model, "segmentation_head", None)
+    convs = [m for m in (head.modules() if head is not None else model.modules()) if isinstance(m, nn.Conv2d)]
+    return convs[-1].out_channels
