@@ -1,0 +1,125 @@
+"""End-to-end runs of both pipelines on a tiny dataset, checked independently of the code under test."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score, recall_score
+
+from harness.config import load_run_config
+from harness.pipelines.run import run_trial
+
+TINY = ["classifier.image_size=64", "segmenter.image_size=64", "classifier.optim.epochs=2",
+        "segmenter.optim.epochs=2", "runtime.threads=1", "classifier.optim.batch_size=8",
+        "segmenter.optim.batch_size=8"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, request):
+    from conftest import make_dataset_files
+
+    return make_dataset_files(tmp_path_factory.mktemp("ds") / "ds", n=30, size=[(48, 40), (56, 48)],
+                              images_per_patient=2)
+
+
+@pytest.fixture(scope="module")
+def runs(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    store = out / "store"
+    return {p: run_trial(load_run_config(f"tiny-{p}", TINY), out / p, data_dir=data, store_root=store)
+            for p in ("a", "b")}
+
+
+def read_png(path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+@pytest.mark.parametrize("pipeline", ["a", "b"])
+def test_run_dir_contract(runs, pipeline):
+    run_dir = runs[pipeline].run_dir
+    for name in ("config.yaml", "metrics.json", "predictions.csv"):
+        assert (run_dir / name).is_file()
+    stages = {"a": {"classifier3", "segmenter_binary"}, "b": {"segmenter3", "roi_classifier"}}[pipeline]
+    assert {p.stem for p in (run_dir / "stages").glob("*.json")} == stages
+    for name in stages:
+        rec = json.loads((run_dir / "stages" / f"{name}.json").read_text())
+        assert Path(rec["checkpoint"]).is_file() and rec["epochs"] == 2 and len(rec["history"]) == 2
+    pred = pd.read_csv(run_dir / "predictions.csv")
+    assert list(pred.columns[:10]) == ["subset", "image_id", "label", "pred_label", "prob_benign", "prob_malignant",
+                                       "prob_normal", "dice", "iou", "precision"]
+    for image_id, image_path in zip(pred.image_id, pred.image_path):
+        mask = read_png(run_dir / "pred_masks" / f"{image_id}.png")
+        assert mask.shape == read_png(image_path).shape[:2], "masks are written at the original size"
+        assert set(np.unique(mask)) <= {0, 255}
+    np.testing.assert_allclose(pred[["prob_benign", "prob_malignant", "prob_normal"]].sum(axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("pipeline", ["a", "b"])
+def test_metrics_recomputed_independently(runs, pipeline, data):
+    run_dir = runs[pipeline].run_dir
+    pred = pd.read_csv(run_dir / "predictions.csv")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    y, p = pred.label.to_numpy(), pred.pred_label.to_numpy()
+    assert metrics["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, p))
+    assert metrics["macro_f1"] == pytest.approx(f1_score(y, p, average="macro", labels=[0, 1, 2], zero_division=0))
+    assert metrics["cohen_kappa"] == pytest.approx(cohen_kappa_score(y, p), nan_ok=True)
+    assert metrics["malignant_sensitivity"] == pytest.approx(recall_score(y == 1, p == 1, zero_division=0))
+    assert metrics["malignant_specificity"] == pytest.approx(recall_score(y != 1, p != 1, zero_division=0))
+    dices = []
+    for row in pred.itertuples():
+        if row.label == 2:
+            continue
+        gt = read_png(row.mask_path) > 0
+        pm = read_png(run_dir / "pred_masks" / f"{row.image_id}.png") > 0
+        inter, total = (gt & pm).sum(), gt.sum() + pm.sum()
+        dices.append(2 * inter / total if total else 1.0)
+    assert metrics["dice_mean"] == pytest.approx(np.mean(dices), abs=1e-9)
+    assert metrics["dice_median"] == pytest.approx(np.median(dices), abs=1e-9)
+    assert metrics["dice_ge_0.7"] == pytest.approx(np.mean(np.array(dices) >= 0.7))
+
+
+@pytest.mark.parametrize("pipeline", ["a", "b"])
+def test_never_evaluates_training_images(runs, pipeline, data):
+    split = json.loads((data / "splits" / "default.json").read_text())
+    pred = pd.read_csv(runs[pipeline].run_dir / "predictions.csv")
+    assert set(pred.image_id) == set(split["subsets"]["val"])
+    assert not set(pred.image_id) & set(split["subsets"]["train"])
+
+
+def test_pipeline_a_normal_prediction_means_empty_mask(runs):
+    pred = pd.read_csv(runs["a"].run_dir / "predictions.csv")
+    assert (pred.loc[pred.pred_label == 2, "pred_pixels"] == 0).all()
+
+
+def test_pipeline_b_lesion_threshold_decides_normal(runs, data, tmp_path):
+    # an unreachable pixel threshold makes every image Normal with an empty mask, without retraining
+    cfg = load_run_config("tiny-b", TINY + ["roi.lesion_min_pixels=100000"])
+    res = run_trial(cfg, tmp_path / "b_thr", data_dir=data, store_root=runs["b"].run_dir.parent / "store")
+    assert res.trained_stages == []
+    pred = pd.read_csv(res.run_dir / "predictions.csv")
+    assert (pred.pred_label == 2).all() and (pred.pred_pixels == 0).all()
+
+
+@pytest.mark.parametrize("override", ["eval.tta=false", "eval.mask_threshold=0.7", "roi.margin=0.4"])
+def test_evaluation_only_knobs_reuse_stages(runs, data, tmp_path, override):
+    cfg = load_run_config("tiny-b", TINY + [override])
+    res = run_trial(cfg, tmp_path / "b2", data_dir=data, store_root=runs["b"].run_dir.parent / "store")
+    assert res.trained_stages == []
+    assert {n: r["hash"] for n, r in res.stages.items()} == {n: r["hash"] for n, r in runs["b"].stages.items()}
+
+
+def test_training_knob_retrains_only_what_it_affects(runs, data, tmp_path):
+    cfg = load_run_config("tiny-b", TINY + ["roi.train_crops=ground_truth"])
+    res = run_trial(cfg, tmp_path / "b3", data_dir=data, store_root=runs["b"].run_dir.parent / "store")
+    assert res.trained_stages == ["roi_classifier"]
+
+
+def test_same_seed_same_metrics(runs, data, tmp_path):
+    res = run_trial(load_run_config("tiny-a", TINY), tmp_path / "again", data_dir=data)
+    assert res.trained_stages == ["classifier3", "segmenter_binary"]
+    again = pd.read_csv(res.run_dir / "predictions.csv")
+    first = pd.read_csv(runs["a"].run_dir / "predictions.csv")
+    pd.testing.assert_frame_equal(again.drop(columns=["image_path"]), first.drop(columns=["image_path"]))

@@ -1,0 +1,77 @@
+"""Run configs: presets validate, overrides, and every problem reported at once."""
+
+import pytest
+
+from harness.config import RunConfig, load_run_config, preset_names
+from harness.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_validates(name):
+    cfg = load_run_config(name)
+    assert cfg.name == name and cfg.pipeline == name[-1]
+
+
+def test_presets_present():
+    assert {"paper-a", "paper-b", "tiny-a", "tiny-b"} <= set(preset_names())
+
+
+def test_defaults_are_the_papers_values():
+    cfg = RunConfig()
+    assert cfg.pipeline == "a"
+    assert (cfg.classifier.backbone, cfg.classifier.image_size) == ("efficientnet_b7", 300)
+    assert (cfg.classifier.lr_backbone, cfg.classifier.lr_head, cfg.classifier.optim.weight_decay) == (1e-5, 1e-3, 1e-2)
+    assert (cfg.segmenter.arch, cfg.segmenter.image_size, cfg.segmenter.lr) == ("unetplusplus", 320, 1e-4)
+    assert (cfg.segmenter.loss.dice, cfg.segmenter.loss.focal, cfg.segmenter.loss.lovasz) == (0.4, 0.3, 0.3)
+    assert cfg.classifier.optim.patience == 15 and cfg.classifier.optim.epochs == 100
+    assert cfg.roi.margin == 0.2 and cfg.roi.lesion_min_pixels == 50 and cfg.roi.train_crops == "predicted"
+    assert cfg.eval.mask_threshold == 0.5 and cfg.eval.tta and cfg.eval.tta_views == ("identity", "hflip", "vflip")
+    assert cfg.classifier.augment.vflip and cfg.segmenter.sampler == "weighted"
+    assert load_run_config("paper-b").classifier.lr_backbone == 1e-4  # section 3.2.2: single LR 1e-4
+
+
+def test_dotted_overrides_with_yaml_values():
+    cfg = load_run_config("tiny-b", ["roi.margin=0.35", "eval.tta=false", "eval.tta_views=[identity, hflip]",
+                                     "segmenter.loss.dice=1"])
+    assert cfg.roi.margin == 0.35 and cfg.eval.tta is False and cfg.eval.tta_views == ("identity", "hflip")
+    assert cfg.segmenter.loss.dice == 1.0
+
+
+def test_all_problems_reported_together_with_did_you_mean():
+    with pytest.raises(ConfigError) as err:
+        load_run_config("tiny-a", ["roi.margn=0.3", "roi.lesion_min_pixels=-1", "classifier.optim.epochs=0",
+                                   "pipeline=c"])
+    lines = err.value.problems
+    assert len(lines) == 4
+    text = "\n".join(lines)
+    assert 'roi.margn: unknown field' in text and 'Did you mean "margin"' in text
+    assert "roi.lesion_min_pixels" in text and "-1" in text
+    assert "classifier.optim.epochs" in text and "pipeline" in text
+    assert all("preset tiny-a + --set" in line for line in lines)
+
+
+def test_yaml_file_and_errors_name_the_file(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("pipeline: b\nroi:\n  margin: 1.5\n")
+    assert load_run_config(path, ["roi.margin=0.3"]).roi.margin == 0.3
+    with pytest.raises(ConfigError, match=r"roi.margin.*x.yaml"):
+        load_run_config(path, ["roi.margin=5"])
+    (tmp_path / "bad.yaml").write_text("pipeline: [a\n")
+    with pytest.raises(ConfigError, match="bad.yaml:.*not valid YAML"):
+        load_run_config(tmp_path / "bad.yaml")
+
+
+def test_unknown_preset_did_you_mean():
+    with pytest.raises(ConfigError, match='Did you mean "tiny-a"'):
+        load_run_config("tiny_a")
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_run_config("tiny-a", ["roi.margin"])
+
+
+def test_config_hash_depends_on_sections():
+    a, b = load_run_config("tiny-b"), load_run_config("tiny-b", ["eval.tta=false"])
+    assert a.hash("segmenter", "classifier") == b.hash("segmenter", "classifier")
+    assert a.hash() != b.hash()
