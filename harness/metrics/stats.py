@@ -80,9 +80,21 @@ def bootstrap_ci(
     """95% (``level``) percentile bootstrap CI over images for every replicated metric."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), but got level={level}")
+    reps = bootstrap_replicates(labels, pred_labels, dice, n_boot, seed)
+    return {k: percentile_ci(v, level) for k, v in reps.items()}
+
+
+def bootstrap_replicates(
+    labels: np.ndarray, pred_labels: np.ndarray, dice: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """``n_boot`` bootstrap replicates of every metric of :func:`replicate_metrics`.
+
+    The same ``seed`` and number of images give the same resamples, so replicates of two runs on
+    the same (sorted) images are paired and can be averaged replicate by replicate.
+    """
     idx = bootstrap_indices(np.asarray(labels).size, n_boot, seed)
     parts = [replicate_metrics(labels, pred_labels, dice, idx[i : i + _CHUNK]) for i in range(0, n_boot, _CHUNK)]
-    return {k: percentile_ci(np.concatenate([p[k] for p in parts]), level) for k in parts[0]}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,0 +1,73 @@
+"""`build_report`: runs or a study in, the report directory out (Table 9 files, figures, html)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from harness.report import details
+from harness.report.export import caption, write_table9
+from harness.report.loader import RunData, Sources, group_by_pipeline, load_sources
+from harness.report.table9 import build_table9
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ReportData:
+    """Everything computed for a report, before it is written anywhere."""
+
+    sources: Sources
+    groups: dict[str, list[RunData]]
+    table9: pd.DataFrame
+    tests: pd.DataFrame
+    sheets: dict[str, pd.DataFrame]
+    caption: str
+    subset: str
+
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def compute(sources: Sources, n_boot: int = 1000, seed: int = 0, good_dice: float = 0.5) -> ReportData:
+    """Table 9, paired tests and detail tables (no I/O)."""
+    groups = group_by_pipeline(sources.runs)
+    table, tests = build_table9(groups, n_boot=n_boot, seed=seed)
+    sheets = {
+        "Per-class": details.per_class(groups),
+        "Dice by size": details.dice_by_lesion_size(groups),
+        "Segmentation": details.segmentation_summary(groups),
+        "End to end": details.end_to_end(groups),
+        "Error propagation": details.error_propagation(groups, good_dice),
+        "Per-run": details.per_run(sources.runs),
+    }
+    subset = sources.runs[0].subset if sources.runs else "val"
+    n_images = {p: len(runs[0].predictions) for p, runs in groups.items() if runs}
+    return ReportData(sources, groups, table, tests, sheets, caption(table, subset, n_images, n_boot), subset)
+
+
+def default_out_dir(paths: list[Path]) -> Path:
+    return Path(paths[0]) / "report"
+
+
+def build_report(paths: list[Path], out_dir: Path | None = None, n_boot: int = 1000, seed: int = 0,
+                 subset: str = "auto", good_dice: float = 0.5, gradcam: bool = True) -> ReportResult:
+    """Read RUN_DIR... or a STUDY_DIR and write the report into ``out_dir``."""
+    t0 = time.perf_counter()
+    paths = [Path(p) for p in paths]
+    out_dir = Path(out_dir) if out_dir else default_out_dir(paths)
+    sources = load_sources(paths, subset)
+    data = compute(sources, n_boot=n_boot, seed=seed, good_dice=good_dice)
+    result = ReportResult(out_dir=out_dir)
+    result.files += write_table9(out_dir, data.table9, data.tests, data.sheets, data.caption)
+    result.seconds = time.perf_counter() - t0
+    return result

@@ -1,0 +1,194 @@
+"""Read run and study directories into plain data for the report (the only file reading here).
+
+A RUN_DIR is what ``harness run`` writes (``config.yaml``, ``metrics.json``, ``predictions.csv``,
+``pred_masks/``, ``stages/*.json``). A STUDY_DIR holds ``study.yaml``/``optuna.db``, ``trials/*``
+and ``final/*`` run dirs; its report uses the ``final`` runs when there are any, else the trials.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from harness.config import validate_run_config
+from harness.errors import ConfigError, DataError
+from harness.metrics import REQUIRED_COLUMNS, run_metrics
+
+logger = logging.getLogger(__name__)
+
+RUN_MARKERS = ("metrics.json", "predictions.csv")
+STUDY_MARKERS = ("study.yaml", "optuna.db", "trials", "final")
+SUBSETS = ("auto", "val", "test")
+
+
+@dataclass(frozen=True)
+class RunData:
+    """One evaluated run restricted to the subset the report uses (rows sorted by image_id)."""
+
+    path: Path
+    name: str
+    pipeline: str  # "a" or "b"
+    seed: int | None
+    subset: str
+    predictions: pd.DataFrame
+    metrics: dict[str, float]
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """Pipeline letter as Table 9 spells it ("A"/"B")."""
+        return self.pipeline.upper()
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What one ``harness report`` call reads: runs, and the study they came from (if any)."""
+
+    runs: list[RunData]
+    study_dir: Path | None = None
+    origin: str = "runs"  # "runs", "final" or "trials"
+
+
+def is_study_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / m).exists() for m in STUDY_MARKERS) and not (path / "metrics.json").exists()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: cannot read JSON ({e}).") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object, but got {type(data).__name__}.")
+    return data
+
+
+def _read_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise DataError(f"{path}: cannot read YAML ({e}).") from None
+    try:
+        return validate_run_config(raw, str(path)).to_dict()
+    except ConfigError as e:  # an older/newer schema: the report only needs a few fields
+        logger.warning("%s does not validate as a RunConfig (%s); using its raw fields", path, e.problems[0])
+        return raw if isinstance(raw, dict) else {}
+
+
+def _read_stages(run_dir: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for p in sorted((run_dir / "stages").glob("*.json")):
+        try:
+            out[p.stem] = _read_json(p)
+        except DataError as e:
+            logger.warning("skipping stage file: %s", e.problems[0])
+    return out
+
+
+def _read_predictions(path: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, keep_default_na=True)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"{path}: cannot read CSV ({e}).") from None
+    missing = [c for c in REQUIRED_COLUMNS + ("image_id",) if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; re-run `harness run` to rewrite it.")
+    if "subset" not in df.columns:
+        df["subset"] = "val"
+    df["image_id"] = df["image_id"].astype(str)
+    for col in ("image_path", "mask_path"):
+        if col in df.columns:
+            df[col] = df[col].fillna("").astype(str)
+    return df
+
+
+def pick_subset(predictions: list[pd.DataFrame], subset: str) -> str:
+    """``auto`` -> "test" when every run has test rows, else "val"."""
+    if subset not in SUBSETS:
+        raise ConfigError(f"--subset must be one of {', '.join(SUBSETS)}, but got {subset!r}.")
+    if subset != "auto":
+        return subset
+    return "test" if predictions and all((df["subset"] == "test").any() for df in predictions) else "val"
+
+
+def load_run(run_dir: Path, subset: str = "auto") -> RunData:
+    """Read one RUN_DIR; ``subset`` "auto" uses its test rows when it has any."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(f"{run_dir}: no such run directory.")
+    for marker in RUN_MARKERS:
+        if not (run_dir / marker).exists():
+            raise DataError(f"{run_dir / marker}: not found; run `harness run` first (or pass a study directory).")
+    stored = _read_json(run_dir / "metrics.json")
+    config = _read_config(run_dir)
+    pipeline = str(config.get("pipeline") or stored.get("pipeline") or "").lower()
+    if pipeline not in ("a", "b"):
+        raise DataError(f"{run_dir}: cannot tell the pipeline (config.yaml/metrics.json 'pipeline' is {pipeline!r}, expected a or b).")
+    seed = (config.get("runtime") or {}).get("seed")
+    table = _read_predictions(run_dir / "predictions.csv")
+    chosen = pick_subset([table], subset)
+    rows = table[table["subset"] == chosen].sort_values("image_id", kind="stable").reset_index(drop=True)
+    if rows.empty:
+        raise DataError(f"{run_dir / 'predictions.csv'}: no rows with subset={chosen}; it has {sorted(table['subset'].unique())}.")
+    try:
+        metrics = run_metrics(rows)
+    except ValueError as e:
+        raise DataError(f"{run_dir / 'predictions.csv'}: {e}.") from None
+    if chosen == "val" and stored.get("balanced_accuracy") is not None:
+        if not np.isclose(stored["balanced_accuracy"], metrics["balanced_accuracy"], atol=1e-6, equal_nan=True):
+            logger.warning("%s: metrics.json disagrees with predictions.csv (balanced accuracy %.4f vs %.4f); "
+                           "the report uses predictions.csv", run_dir, stored["balanced_accuracy"], metrics["balanced_accuracy"])
+    return RunData(path=run_dir.resolve(), name=run_dir.name, pipeline=pipeline, seed=seed, subset=chosen,
+                   predictions=rows, metrics=metrics, stages=_read_stages(run_dir), config=config)
+
+
+def _run_dirs(parent: Path) -> list[Path]:
+    return sorted(p for p in parent.iterdir() if p.is_dir() and (p / "metrics.json").exists()) if parent.is_dir() else []
+
+
+def load_sources(paths: list[Path], subset: str = "auto") -> Sources:
+    """RUN_DIR... or one STUDY_DIR -> :class:`Sources` with one common subset for every run."""
+    if not paths:
+        raise ConfigError("give at least one run directory or a study directory.")
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        if not p.exists():
+            raise DataError(f"{p}: no such directory.")
+    study_dir, origin = None, "runs"
+    if len(paths) == 1 and is_study_dir(paths[0]):
+        study_dir = paths[0]
+        run_dirs = _run_dirs(study_dir / "final")
+        origin = "final"
+        if not run_dirs:
+            run_dirs, origin = _run_dirs(study_dir / "trials"), "trials"
+        if not run_dirs:
+            logger.warning("%s: no finished run under final/ or trials/; the report shows the study only", study_dir)
+    else:
+        bad = [p for p in paths if is_study_dir(p)]
+        if bad:
+            raise ConfigError(f"{bad[0]} is a study directory; pass it alone, not together with run directories.")
+        run_dirs = paths
+    tables = {d: _read_predictions(d / "predictions.csv") for d in run_dirs if (d / "predictions.csv").exists()}
+    chosen = pick_subset(list(tables.values()), subset if origin != "trials" else ("val" if subset == "auto" else subset))
+    runs = [load_run(d, chosen) for d in run_dirs]
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):  # same directory name in different parents
+        runs = [RunData(**{**r.__dict__, "name": f"{r.path.parent.name}/{r.name}"}) for r in runs]
+    logger.info("report on %d run(s) (%s subset) from %s", len(runs), chosen, study_dir or "run directories")
+    return Sources(runs=runs, study_dir=study_dir, origin=origin)
+
+
+def group_by_pipeline(runs: list[RunData]) -> dict[str, list[RunData]]:
+    """{"A": [...], "B": [...]} (empty lists for a missing pipeline)."""
+    return {p: [r for r in runs if r.label == p] for p in ("A", "B")}

@@ -1,0 +1,25 @@
+"""`harness report` end to end through the CLI entry point."""
+
+from __future__ import annotations
+
+import shutil
+
+from harness.cli import main
+
+
+def test_report_verb_writes_files(run_a, run_b, tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert main(["-q", "report", str(run_a), str(run_b), "--out", str(out), "--bootstrap", "50", "--no-gradcam"]) == 0
+    for name in ("table9.csv", "table9.xlsx", "table9.md", "table9.tex"):
+        assert (out / name).exists(), name
+    assert f"report written to {out}" in capsys.readouterr().out
+
+
+def test_missing_run_is_a_clean_error(run_a, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(run_a, broken)
+    (broken / "predictions.csv").unlink()
+    assert main(["report", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "predictions.csv: not found; run `harness run` first" in err
+    assert "Traceback" not in err
