@@ -100,6 +100,8 @@ def fit(
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["rng"].cpu())
+        if saved.get("loader_rng") is not None and train_loader.generator is not None:
+            train_loader.generator.set_state(saved["loader_rng"].cpu())
         state.update({k: saved[k] for k in state})
         logger.info("%s: resuming after epoch %d (best %.4f)", stage, state["epoch"], state["best_metric"])
 
@@ -124,7 +126,9 @@ def fit(
             state["bad_epochs"] += 1
         state["epoch"] = epoch
         _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), **state}, last_path)
+                      "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                      "loader_rng": train_loader.generator.get_state() if train_loader.generator is not None else None,
+                      **state}, last_path)
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{metric:.3f}")
         logger.debug("%s epoch %d: %s", stage, epoch, record)
