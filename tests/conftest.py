@@ -118,6 +118,36 @@ def make_dataset_files(
     return root
 
 
+def _box(h: int, w: int, y: int, x: int, s: int = 6) -> np.ndarray:
+    m = np.zeros((h, w), np.uint8)
+    m[y : y + s, x : x + s] = 255
+    return m
+
+
+def make_busi_files(src: Path, per_class: int = 2, seed: int = 0) -> Path:
+    """A BUSI-like tree in ``src``: benign/ malignant/ normal/ with "<class> (k).png" RGB images and
+    "<class> (k)_mask.png" masks (Normal masks empty); "benign (2)" also has _mask_1 and _mask_2."""
+    src = Path(src)
+    rng = np.random.default_rng(seed)
+    for folder in ("benign", "malignant", "normal"):
+        for k in range(1, per_class + 1):
+            h, w = 40 + k, 50
+            stem = f"{folder} ({k})"
+            write_png(src / folder / f"{stem}.png", rng.integers(0, 255, (h, w), dtype=np.uint8), "RGB")
+            mask = np.zeros((h, w), np.uint8) if folder == "normal" else _box(h, w, 5, 5)
+            write_png(src / folder / f"{stem}_mask.png", mask, None if folder == "normal" else "RGB")
+    if per_class >= 2:
+        write_png(src / "benign" / "benign (2)_mask_1.png", _box(42, 50, 20, 30))
+        write_png(src / "benign" / "benign (2)_mask_2.png", _box(42, 50, 30, 10))
+    return src
+
+
+@pytest.fixture
+def make_busi() -> Callable[..., Path]:
+    """Factory ``make_busi(src, per_class=2)``; see :func:`make_busi_files`."""
+    return make_busi_files
+
+
 @pytest.fixture
 def make_dataset() -> Callable[..., Path]:
     """Factory ``make_dataset(root, n=12, size=48, rgb=False, ...)``; see :func:`make_dataset_files`."""

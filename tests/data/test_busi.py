@@ -21,22 +21,9 @@ def _box(h, w, y, x, s=6):
 
 
 @pytest.fixture
-def busi(tmp_path, write_png):
-    """A 6-image BUSI-like tree: RGB images, one image with two extra masks, empty Normal masks."""
-    src = tmp_path / "Dataset_BUSI_with_GT"
-    rng = np.random.default_rng(0)
-    for folder, n in (("benign", 2), ("malignant", 2), ("normal", 2)):
-        for k in range(1, n + 1):
-            h, w = 40 + k, 50
-            stem = f"{folder} ({k})"
-            write_png(src / folder / f"{stem}.png", rng.integers(0, 255, (h, w), dtype=np.uint8), "RGB")
-            if folder == "normal":
-                write_png(src / folder / f"{stem}_mask.png", np.zeros((h, w), np.uint8))
-            else:
-                write_png(src / folder / f"{stem}_mask.png", _box(h, w, 5, 5), "RGB")
-    write_png(src / "benign" / "benign (2)_mask_1.png", _box(42, 50, 20, 30))
-    write_png(src / "benign" / "benign (2)_mask_2.png", _box(42, 50, 30, 10))
-    return src
+def busi(tmp_path, make_busi):
+    """6 images (2 per class, RGB), one image with two extra masks, empty Normal masks."""
+    return make_busi(tmp_path / "Dataset_BUSI_with_GT")
 
 
 def test_import_gives_a_valid_paper_dataset(busi, tmp_path, caplog):
@@ -93,3 +80,8 @@ def test_output_must_be_new_or_empty(busi, tmp_path):
 def test_missing_source(tmp_path):
     with pytest.raises(DataError, match="no such directory"):
         import_busi(tmp_path / "nope", tmp_path / "out")
+
+
+def test_source_one_level_up_is_found(busi, tmp_path):
+    summary = import_busi(busi.parent, tmp_path / "out")
+    assert summary.images == 6
