@@ -7,9 +7,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datetime import datetime
+
 import pandas as pd
 
+from harness import __version__
 from harness.report import details
+from harness.report import sections as S
+from harness.report.html import page
 from harness.report.export import caption, write_table9
 from harness.report.loader import RunData, Sources, group_by_pipeline, load_sources
 from harness.report.table9 import build_table9
@@ -69,5 +74,28 @@ def build_report(paths: list[Path], out_dir: Path | None = None, n_boot: int = 1
     data = compute(sources, n_boot=n_boot, seed=seed, good_dice=good_dice)
     result = ReportResult(out_dir=out_dir)
     result.files += write_table9(out_dir, data.table9, data.tests, data.sheets, data.caption)
+    logger.info("Table 9 written (%.1f s); drawing figures", time.perf_counter() - t0)
+    result.files.append(write_html(out_dir, data, result))
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def write_html(out_dir: Path, data: ReportData, result: ReportResult) -> Path:
+    """Figures into ``out_dir/figures`` and ``out_dir/index.html`` referencing them."""
+    fig_dir = out_dir / S.FIG_DIR
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    for old in fig_dir.glob("*.png"):  # figures of an earlier report must not linger
+        old.unlink()
+    sections = [S.table9_section(data, fig_dir), S.classification_section(data, fig_dir),
+                S.segmentation_section(data, fig_dir), S.end_to_end_section(data, fig_dir),
+                S.training_section(data, fig_dir)]
+    sections.append(S.runs_section(data, result.files, out_dir))
+    runs = data.sources.runs
+    where = str(data.sources.study_dir) if data.sources.study_dir else ", ".join(r.name for r in runs)
+    subtitle = [f"Source: {where} ({data.sources.origin}); subset: {data.subset}; "
+                f"{len(runs)} run(s): A {len(data.groups['A'])}, B {len(data.groups['B'])}.",
+                f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')} by harness {__version__}."]
+    path = out_dir / "index.html"
+    path.write_text(page("Breast ultrasound: classification-first (A) vs segmentation-first (B)", subtitle, sections))
+    result.files += sorted(fig_dir.glob("*.png"))
+    return path

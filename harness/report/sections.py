@@ -1,0 +1,158 @@
+"""Page sections: each function draws its figures into ``fig_dir`` and returns a :class:`Section`
+referencing them relatively. The wiring between computed data, figures and HTML lives here."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from harness.report import figures as F
+from harness.report.details import pooled
+from harness.report.html import Section, figure, paragraph, table, table9_html
+from harness.report.overlays import overlay_figure
+
+logger = logging.getLogger(__name__)
+
+FIG_DIR = "figures"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def _save(fig, fig_dir: Path, name: str) -> str:
+    F.save(fig, fig_dir / f"{name}.png")
+    return f"{FIG_DIR}/{name}.png"
+
+
+def _tables(data) -> dict[str, pd.DataFrame]:
+    return {p: pooled(runs) for p, runs in data.groups.items() if runs}
+
+
+def table9_section(data, fig_dir: Path) -> Section:
+    s = Section("table9", "Table 9: pipeline A vs pipeline B")
+    s.blocks.append(paragraph(data.caption))
+    s.blocks.append(table9_html(data.table9))
+    s.blocks.append(paragraph("Dice rows are over lesion images (true Benign or Malignant), a missed lesion counting 0; "
+                              "sensitivity and specificity are malignant vs rest. Bold: the better pipeline."))
+    s.blocks.append(figure(_save(F.comparison_figure(data.table9), fig_dir, "table9_comparison"),
+                           "Table 9 as bars with 95% bootstrap CIs; black diamonds are the paper's values (Fig. 9)."))
+    s.blocks.append("<h3>Paired tests on the same images</h3>")
+    if data.tests.empty:
+        s.blocks.append(paragraph("No paired test: both pipelines must be evaluated on common images."))
+    else:
+        s.blocks.append(table(data.tests.drop(columns=["rows"]), {"A": "3", "B": "3", "statistic": "1", "p_value": "p"},
+                              "McNemar: exact binomial test on the images where exactly one pipeline is right. "
+                              "Wilcoxon: signed-rank test of per-image Dice. With several seeds, per-image values are "
+                              "pooled over seeds paired by seed."))
+    return s
+
+
+def classification_section(data, fig_dir: Path) -> Section:
+    s = Section("classification", "Classification")
+    tables = _tables(data)
+    if not tables:
+        s.blocks.append(paragraph("No run to show."))
+        return s
+    s.blocks.append(figure(_save(F.confusion_figure(tables), fig_dir, "confusion"),
+                           "Confusion matrices (rows: true class; counts and row percentages; pooled over runs)."))
+    s.blocks.append(figure(_save(F.roc_figure(tables), fig_dir, "roc"),
+                           "One-vs-rest ROC curves per class with AUC (paper Fig. 12)."))
+    s.blocks.append(figure(_save(F.pr_figure(tables), fig_dir, "pr"),
+                           "One-vs-rest precision-recall curves with average precision; dotted: class prevalence "
+                           "(paper Fig. 13)."))
+    s.blocks.append("<h3>Per-class metrics</h3>")
+    s.blocks.append(table(data.sheets["Per-class"], {"precision": "3", "recall": "3", "f1": "3", "auc": "3", "ap": "3"},
+                          "Appendix A.2: precision, recall, F1, support; AUC/AP one-vs-rest from the probabilities."))
+    s.blocks.append(figure(_save(F.confidence_figure(tables), fig_dir, "confidence"),
+                           "Top-class probability for correct and wrong predictions (paper Fig. 18)."))
+    return s
+
+
+def segmentation_section(data, fig_dir: Path) -> Section:
+    s = Section("segmentation", "Segmentation")
+    tables = _tables(data)
+    if not tables or not all("dice" in t.columns for t in tables.values()):
+        s.blocks.append(paragraph("No per-image Dice in the predictions."))
+        return s
+    s.blocks.append(table(data.sheets["Segmentation"], {c: "3" for c in ("mean", "std", "median", "min", "max")},
+                          "Final masks of lesion images (Table 4 layout). HD95 in pixels; NaN (a missed lesion "
+                          "has no boundary distance) is excluded and counted in n_nan."))
+    s.blocks.append(figure(_save(F.dice_histogram_figure(tables), fig_dir, "dice_hist"),
+                           "Distribution of per-image Dice over lesion images; dashed lines at 0.7, 0.8, 0.9."))
+    by_size = data.sheets["Dice by size"]
+    if not by_size.empty:
+        s.blocks.append(figure(_save(F.dice_by_size_figure(by_size), fig_dir, "dice_by_size"),
+                               "Mean Dice by quartile of the ground-truth lesion area (equal-count quartiles)."))
+        s.blocks.append(table(by_size, {"dice_mean": "3", "dice_median": "3", "min_pixels": "0", "max_pixels": "0"}))
+    s.blocks.append("<h3>Best, median and worst cases</h3>")
+    for p, runs in data.groups.items():
+        if not runs:
+            continue
+        fig = overlay_figure(runs[0])
+        if fig is None:
+            s.blocks.append(paragraph(f"Pipeline {p}: no readable lesion image to show."))
+            continue
+        s.blocks.append(figure(_save(fig, fig_dir, f"overlay_{p}_{slug(runs[0].name)}"),
+                               f"Pipeline {p}, run {runs[0].name}: lesion images with the highest, median and lowest "
+                               "Dice; ground truth in green, prediction in red (paper Fig. 19)."))
+    return s
+
+
+def end_to_end_section(data, fig_dir: Path) -> Section:
+    s = Section("end-to-end", "End to end and error propagation")
+    e2e = data.sheets["End to end"]
+    if e2e.empty:
+        s.blocks.append(paragraph("No run to show."))
+        return s
+    s.blocks.append(table(e2e.rename(columns={"dice_mean": "dice_lesion_mean"}),
+                          {c: "3" for c in e2e.columns if c not in ("pipeline", "runs")},
+                          "Section 5.3: Dice over all images (a Normal image with an empty mask counts 1), over lesion "
+                          "images, over lesion images with the right class; lesions with an empty mask; Normal "
+                          "images with a non-empty mask."))
+    prop = data.sheets["Error propagation"]
+    if not prop.empty:
+        s.blocks.append(figure(_save(F.error_propagation_figure(prop), fig_dir, "error_propagation"),
+                               "Which stage failed on each lesion image: class wrong and/or mask bad (section 6.3)."))
+        s.blocks.append(table(prop, {"fraction": "%", "dice_mean": "3"},
+                              "In pipeline A a lesion called Normal gets no mask, so it appears as 'both'."))
+    return s
+
+
+def training_section(data, fig_dir: Path) -> Section:
+    s = Section("training", "Training curves")
+    any_fig = False
+    for p, runs in data.groups.items():
+        stages: dict[str, list[dict]] = {}
+        for r in runs:
+            for name, st in r.stages.items():
+                if st.get("history"):
+                    stages.setdefault(name, []).append({**st, "_run": r.name})
+        if not stages:
+            continue
+        any_fig = True
+        s.blocks.append(figure(_save(F.training_figure(stages, f"Pipeline {p}"), fig_dir, f"training_{p}"),
+                               f"Pipeline {p}: train/validation loss and validation metric per epoch for each stage "
+                               "(stages/*.json); dashed: best epoch (paper Fig. 11, 16, 21, 24)."))
+    if not any_fig:
+        s.blocks.append(paragraph("No stage history found (stages/*.json)."))
+    return s
+
+
+def runs_section(data, files: list[Path], out_dir: Path) -> Section:
+    s = Section("runs", "Runs and files")
+    per_run = data.sheets["Per-run"]
+    if not per_run.empty:
+        cols = ["run", "pipeline", "seed", "subset", "n_images", "balanced_accuracy", "macro_f1", "cohen_kappa",
+                "dice_mean", "dice_median", "malignant_sensitivity", "malignant_specificity"]
+        s.blocks.append(table(per_run[[c for c in cols if c in per_run.columns]],
+                              {"n_images": "0"}, "One row per run (all metrics are in table9.xlsx, sheet Per-run)."))
+        paths = ", ".join(str(p) for p in per_run["path"])
+        s.blocks.append(paragraph(f"Run directories: {paths}"))
+    links = "".join(f'<li><a href="{f.relative_to(out_dir).as_posix()}">{f.name}</a></li>' for f in files
+                    if f.is_relative_to(out_dir))
+    s.blocks.append(f'<h3>Files</h3><ul class="files">{links}</ul>')
+    return s
