@@ -20,8 +20,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-import scipy.fft
-from sklearn.model_selection import StratifiedGroupKFold
 
 from harness import CLASS_NAMES
 from harness.data.io import read_image, write_bytes_atomic
@@ -88,6 +86,8 @@ def phash(image: np.ndarray) -> np.ndarray:
     Robust to re-encoding, resizing, brightness and mild noise; 256 rather than the classic 64 bits
     because ultrasound images share a lot of coarse structure.
     """
+    import scipy.fft  # lazy: ~0.4 s import, only needed for --group-duplicates
+
     small = cv2.resize(np.asarray(image, dtype=np.float32), (64, 64), interpolation=cv2.INTER_AREA)
     coeffs = scipy.fft.dctn(small, norm="ortho")[:16, :16].ravel()
     return np.packbits(coeffs > np.median(coeffs[1:]))
@@ -166,6 +166,8 @@ def carve(labels: np.ndarray, groups: np.ndarray, frac: float, seed: int) -> np.
     Candidates are unions of m consecutive StratifiedGroupKFold folds with K ~ m/frac
     (m = 1..3, so fractions that are not 1/K are still met); the best-matching one wins.
     """
+    from sklearn.model_selection import StratifiedGroupKFold  # lazy: ~1.4 s import; loading a split needs none
+
     n_groups = len(np.unique(groups))
     if n_groups < 2:
         raise DataError(f"cannot split {len(labels)} image(s) from a single patient group; add images of other patients.")

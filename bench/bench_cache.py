@@ -1,0 +1,119 @@
+"""Decode-every-epoch vs cached epoch: what the decoded-image cache buys per epoch.
+
+    .venv/bin/python bench/bench_cache.py                 # 300 synthetic images, 256 px -> 128 px
+    .venv/bin/python bench/bench_cache.py --data DIR --size 320 --repeats 5
+
+An "epoch" reads every image and mask of the dataset once in a shuffled order at the model input
+size, single-threaded: either decoding + resizing the PNGs (what a plain Dataset does) or copying
+the rows out of the memory-mapped cache (what harness.data.cache gives). Both are timed
+``--repeats`` times and the median is printed, plus the one-off cache build time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from harness.data.cache import load_cache, load_resized
+from harness.data.records import load_index
+
+
+def write_dataset(root: Path, n: int, size: int) -> None:
+    """The synthetic generator when available (realistic speckle), else a speckle-only stand-in."""
+    try:
+        from harness.data.synth import synthesize
+    except ImportError:
+        import pandas as pd
+
+        from harness.data.io import write_mask
+
+        rng = np.random.default_rng(0)
+        rows = []
+        for i in range(n):
+            label = i % 3
+            image = np.clip(rng.rayleigh(40, (size, size)), 0, 255).astype(np.uint8)
+            mask = np.zeros((size, size), bool)
+            if label != 2:
+                mask[size // 3 : size // 2, size // 3 : size // 2] = True
+            (root / "images").mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / "images" / f"i{i:04d}.png"), image)
+            write_mask(root / "masks" / f"i{i:04d}_mask.png", mask)
+            rows.append({"image_path": f"images/i{i:04d}.png", "mask_path": f"masks/i{i:04d}_mask.png",
+                         "label": label, "patient_id": f"p{i}"})
+        pd.DataFrame(rows).to_excel(root / "training_metadata.xlsx", index=False)
+        return
+    synthesize(root, n_images=n, size=size, seed=0)
+
+
+def median_time(fn: Callable[[], None], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, help="existing dataset directory (default: write a synthetic one)")
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--image-size", type=int, default=256, help="side of the written images")
+    parser.add_argument("--size", type=int, default=128, help="model input size (cache size)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    cv2.setNumThreads(1)
+
+    tmp = None
+    root = args.data
+    if root is None:
+        tmp = Path(tempfile.mkdtemp(prefix="bench_cache_"))
+        root = tmp / "ds"
+        t = time.perf_counter()
+        write_dataset(root, args.images, args.image_size)
+        print(f"wrote {args.images} images of {args.image_size} px in {time.perf_counter() - t:.1f} s")
+    try:
+        index = load_index(root, check=False)
+        cache_dir = Path(tempfile.mkdtemp(prefix="bench_cache_npy_"))
+        t = time.perf_counter()
+        cache = load_cache(index, args.size, cache_dir=cache_dir)
+        build = time.perf_counter() - t
+        order = np.random.default_rng(0).permutation(len(index))
+
+        def decode_epoch() -> None:
+            for i in order:
+                load_resized(index, index.records[i], args.size)
+
+        def cached_epoch() -> None:
+            for i in order:
+                np.array(cache.images[i]), np.array(cache.masks[i])
+
+        decode = median_time(decode_epoch, args.repeats)
+        cached = median_time(cached_epoch, args.repeats)
+        n = len(index)
+        print(f"dataset: {root} ({n} images), model input {args.size} px, median of {args.repeats} epochs, 1 thread")
+        print(f"decode every epoch: {decode:.3f} s/epoch ({n / decode:.0f} images/s)")
+        print(f"cached epoch:       {cached:.4f} s/epoch ({n / cached:.0f} images/s)")
+        print(f"speed-up:           {decode / cached:.0f}x")
+        print(f"cache build (once): {build:.2f} s (2 threads), verified load: ", end="")
+        t = time.perf_counter()
+        load_cache(index, args.size, cache_dir=cache_dir)
+        print(f"{time.perf_counter() - t:.3f} s")
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
