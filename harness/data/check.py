@@ -19,7 +19,7 @@ import numpy as np
 
 from harness import CLASS_NAMES, NORMAL
 from harness.data.io import FileProblem, PngHeader, inspect_png, read_mask
-from harness.data.records import METADATA_FILE, DatasetIndex, Record, parse_metadata
+from harness.data.records import METADATA_FILE, DatasetIndex, Record, cell_text, parse_metadata
 from harness.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -127,8 +127,7 @@ def check_record(index: DatasetIndex, record: Record) -> _FileResult:
     return out
 
 
-def _unlisted(index: DatasetIndex) -> list[str]:
-    listed = {r.image_path for r in index.records}
+def _unlisted(index: DatasetIndex, listed: set[str]) -> list[str]:
     folder = index.root / "images"
     if not folder.is_dir():
         return []
@@ -204,7 +203,10 @@ def check_dataset(root: Path, columns: dict[str, str] | None = None, *, preview:
         results = list(pool.map(lambda r: check_record(index, r), index.records))
     for r in results:
         report.errors.extend(r.errors)
-    report.warnings.extend(_unlisted(index))
+    listed = set()
+    if parsed.table is not None and "image_path" in parsed.columns:
+        listed = {cell_text(v).replace("\\", "/") for v in parsed.table[parsed.columns["image_path"]]}
+    report.warnings.extend(_unlisted(index, listed))
     report.summary = _summary(index, results)
     if preview and report.ok and len(index):
         report.summary["split_preview"] = _preview(index, report.warnings)

@@ -112,20 +112,21 @@ def parse_png(data: bytes, path: Path | str = "<bytes>") -> PngHeader:
     while True:
         if pos + 8 > n:
             raise FileProblem(path, "truncated PNG (no IEND chunk)", "re-export the file")
-        length, ctype = _CHUNK.unpack_from(data, pos)
+        length, raw_type = _CHUNK.unpack_from(data, pos)
+        ctype = raw_type.decode("latin-1")
         end = pos + 8 + length + 4
         if end > n:
-            raise FileProblem(path, f"truncated PNG ({n} bytes, chunk {ctype!r} runs past the end)", "re-export the file")
+            raise FileProblem(path, f"truncated PNG ({n} bytes, chunk {ctype} runs past the end)", "re-export the file")
         body = data[pos + 4 : pos + 8 + length]
         (crc,) = struct.unpack_from(">I", data, pos + 8 + length)
         if zlib.crc32(body) != crc:
-            raise FileProblem(path, f"corrupt PNG (bad CRC in chunk {ctype.decode('latin-1')!r})", "re-export the file")
+            raise FileProblem(path, f"corrupt PNG (bad CRC in chunk {ctype})", "re-export the file")
         if header is None:
-            if ctype != b"IHDR" or length != _IHDR.size:
+            if ctype != "IHDR" or length != _IHDR.size:
                 raise FileProblem(path, "corrupt PNG (first chunk is not IHDR)", "re-export the file")
             w, h, depth, color, *_ = _IHDR.unpack_from(data, pos + 8)
             header = PngHeader(w, h, depth, color)
-        if ctype == b"IEND":
+        if ctype == "IEND":
             return header
         pos = end
 
