@@ -1,0 +1,585 @@
+"""Synthetic breast-ultrasound dataset: the project's embedded default data (paper format).
+
+No real data can be downloaded where the harness is developed, so every command can fall back to
+a set written by :func:`synthesize`. It is a small B-mode simulation rather than drawn blobs, so
+that pipelines, augmentations and metrics meet the problems of real images:
+
+* echogenicity, specular and attenuation maps of layered anatomy (gel, skin, subcutaneous fat
+  with lobules and Cooper's ligaments, heterogeneous fibroglandular tissue with ducts and fat
+  islands, retromammary fat, pectoral muscle, sometimes a rib and its shadow);
+* a lesion whose margin, orientation, interior and attenuation depend on its kind (cyst,
+  fibroadenoma, irregular benign; spiculated, microlobulated, circumscribed malignant), with
+  class-conditional distributions that overlap, so no single global cue separates the classes;
+* fully developed speckle: complex Gaussian scatterers convolved with an anisotropic,
+  depth-dependent point-spread function, Rayleigh envelope, imperfect time-gain compensation,
+  noise floor, log compression to 8 bits.
+
+A patient has 1-3 images of the same anatomy and lesion seen with a small probe shift/rotation
+and a new speckle realisation; the mask is the lesion's core, smoothed like a human outline.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import re
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from harness import CLASS_NAMES
+from harness.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+METADATA_FILE = "training_metadata.xlsx"
+COLUMNS = ("image_id", "image_path", "mask_path", "label", "label_name", "patient_id")
+PAPER_PROPORTIONS = (679 / 1503, 364 / 1503, 460 / 1503)
+_PREFIX = ("b", "m", "n")
+_OWN_FILE = re.compile(r"^[bmn]_\d+(_mask)?\.png$")
+_MIN_RENDER = 192  # smaller outputs are rendered at this size and area-downsampled (multi-look)
+_F32 = np.float32
+
+
+@dataclass(frozen=True)
+class SynthSummary:
+    """What :func:`synthesize` wrote and how fast."""
+
+    out: Path
+    counts: dict[str, int]  # label name -> number of images
+    n_patients: int
+    seconds: float
+    images_per_s: float
+
+    @property
+    def n_images(self) -> int:
+        return sum(self.counts.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Plan: class counts and patients
+
+
+def class_counts(n_images: int, proportions: tuple[float, float, float]) -> tuple[int, int, int]:
+    """Round ``n_images * proportions`` (largest remainder) so that the counts sum to ``n_images``."""
+    p = np.asarray(proportions, dtype=float) / float(sum(proportions))
+    raw = n_images * p
+    counts = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - counts), kind="stable")[: n_images - counts.sum()]:
+        counts[i] += 1
+    return int(counts[0]), int(counts[1]), int(counts[2])
+
+
+def _plan_patients(rng: np.random.Generator, counts: tuple[int, ...], per: tuple[int, int]) -> list[tuple[int, int]]:
+    """(label, number of images) per patient, shuffled so that patient ids do not reveal the class."""
+    plan = []
+    for label, n in enumerate(counts):
+        while n > 0:
+            k = min(n, int(rng.integers(per[0], per[1] + 1)))
+            plan.append((label, k))
+            n -= k
+    order = rng.permutation(len(plan))
+    return [plan[i] for i in order]
+
+
+# ---------------------------------------------------------------------------------------------
+# Small random-field helpers (all float32, sizes in pixels)
+
+
+def _field(rng: np.random.Generator, h: int, w: int, cell_y: float, cell_x: float) -> np.ndarray:
+    """Smooth zero-mean, unit-std random field with correlation lengths ~cell (bicubic upsampled noise)."""
+    gh, gw = int(h / cell_y) + 4, int(w / cell_x) + 4
+    big = cv2.resize(rng.standard_normal((gh, gw)).astype(_F32), (int(gw * cell_x), int(gh * cell_y)),
+                     interpolation=cv2.INTER_CUBIC)
+    f = big[int(cell_y) : int(cell_y) + h, int(cell_x) : int(cell_x) + w]
+    return (f - f.mean()) / (f.std() + 1e-6)
+
+
+def _curve(rng: np.random.Generator, w: int, base: float, amp: float, period: float) -> np.ndarray:
+    """A smooth depth profile over the lateral axis (sum of three random sinusoids)."""
+    x = np.arange(w, dtype=_F32)
+    out = np.full(w, base, _F32)
+    for _ in range(3):
+        out += amp / 3 * np.sin(2 * np.pi * x / (period * rng.uniform(0.5, 1.5)) + rng.uniform(0, 2 * np.pi))
+    return out
+
+
+def _ellipse(img: np.ndarray, c: tuple[float, float], ax: tuple[float, float], ang: float, val: float,
+             thick: int = -1, arc: tuple[float, float] = (0, 360)) -> None:
+    """Anti-aliased, sub-pixel ellipse (filled when thick=-1) drawn in place."""
+    cv2.ellipse(img, (round(c[0] * 16), round(c[1] * 16)), (max(1, round(ax[0] * 16)), max(1, round(ax[1] * 16))),
+                ang, arc[0], arc[1], float(val), thick, cv2.LINE_AA, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Point-spread function
+
+
+@dataclass(frozen=True)
+class _Psf:
+    ky: np.ndarray  # axial kernel (short)
+    kx_focus: np.ndarray  # lateral kernel in the focal zone
+    kx_far: np.ndarray  # lateral kernel far from focus (wider beam)
+    line_unit: float  # specular amplitude that makes a line peak at speckle rms 1
+
+
+def _gauss(sigma: float) -> np.ndarray:
+    r = max(1, math.ceil(3 * sigma))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    return (k / np.sqrt((k**2).sum())).astype(_F32)  # unit L2 norm: speckle power is preserved
+
+
+def _make_psf(render: int) -> _Psf:
+    s = render / 256
+    ky, kf, kd = _gauss(0.8 * s), _gauss(1.8 * s), _gauss(3.0 * s)  # lateral cell ~2-4x the axial one
+    return _Psf(ky, kf, kd, float(1.0 / (kf.sum() * ky.max())))
+
+
+# ---------------------------------------------------------------------------------------------
+# Lesions
+
+
+@dataclass(frozen=True)
+class _Lesion:
+    """One lesion's shape and appearance (lengths in render pixels, angles in radians)."""
+
+    kind: str
+    cx: float
+    cy: float
+    a: float  # lateral semi-axis
+    b: float  # axial semi-axis
+    theta: float
+    r_core: np.ndarray  # radius (units of the ellipse) on a 512-angle table: margin outline
+    spicules: np.ndarray  # (n, 3): angle, length (ellipse units), thickness (px)
+    edge: float  # margin blur (px): sharp for circumscribed, ill-defined for malignant
+    echo: float  # mean echogenicity relative to glandular tissue
+    hetero: float  # interior heterogeneity (log-std)
+    texture: np.ndarray  # 48x48 field sampled in lesion coordinates
+    posterior: float  # >1 enhancement, <1 shadowing
+    halo: float  # echogenic halo strength (0 = none)
+    halo_width: float  # in units of the radius
+    capsule: float  # specular wall (top/bottom)
+    edge_shadow: float  # lateral refraction shadows
+    calcs: np.ndarray  # (n, 2) microcalcifications in ellipse units
+
+
+_ANGLES = np.linspace(-np.pi, np.pi, 512, endpoint=False)
+_R = tuple[float, float]  # a (low, high) range sampled uniformly (log-uniformly for echo)
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """Appearance distribution of one lesion kind; ranges overlap on purpose between classes."""
+
+    area: float  # median lesion area as a fraction of the image (log-normal)
+    aspect: _R  # width / height
+    tilt_deg: float  # sd of the long axis against the skin line
+    rough_beta: _R  # margin spectrum slope: high = smooth lobes, low = angular / microlobulated
+    rough_sd: _R  # sd of the radius (units of the ellipse)
+    spicules: tuple[int, int]  # how many thin radiating lines
+    spicule_len: _R
+    edge: _R  # margin blur in px at 256: sharp (circumscribed) .. ill-defined
+    echo: _R  # interior echogenicity relative to glandular tissue
+    hetero: _R  # interior log-std
+    posterior: _R  # >1 enhancement, <1 shadowing
+    halo_p: float = 0.0  # probability of an echogenic halo
+    capsule: _R = (0.0, 0.15)  # specular top/bottom wall
+    edge_shadow: _R = (0.0, 0.2)  # lateral refraction shadows
+    calc_p: float = 0.0  # probability of microcalcifications
+
+
+_KINDS = {
+    "cyst": _Kind(0.05, (1.1, 2.0), 8, (2.5, 3.2), (0.01, 0.03), (0, 0), (0, 0), (0.5, 0.9), (0.0002, 0.002),
+                  (0.0, 0.15), (1.4, 2.2), capsule=(0.6, 1.1), edge_shadow=(0.2, 0.6)),
+    "fibroadenoma": _Kind(0.07, (1.25, 2.3), 10, (2.0, 2.8), (0.03, 0.08), (0, 0), (0, 0), (0.7, 1.4),
+                          (0.02, 0.12), (0.1, 0.35), (0.95, 1.5), capsule=(0.2, 0.7), edge_shadow=(0.2, 0.8),
+                          calc_p=0.08),
+    "benign_irregular": _Kind(0.07, (0.9, 1.8), 16, (1.4, 2.2), (0.05, 0.11), (0, 3), (0.1, 0.3), (1.0, 2.5),
+                              (0.015, 0.1), (0.2, 0.55), (0.6, 1.2), halo_p=0.1, capsule=(0.0, 0.3),
+                              edge_shadow=(0.0, 0.3), calc_p=0.1),
+    "spiculated": _Kind(0.09, (0.6, 1.2), 22, (1.2, 1.8), (0.07, 0.14), (8, 22), (0.3, 0.9), (2.0, 4.0),
+                        (0.005, 0.05), (0.35, 0.8), (0.15, 0.6), halo_p=0.5, calc_p=0.35),
+    "microlobulated": _Kind(0.1, (0.7, 1.4), 20, (0.6, 1.1), (0.05, 0.1), (0, 4), (0.1, 0.3), (1.5, 3.0),
+                            (0.006, 0.06), (0.3, 0.7), (0.25, 1.0), halo_p=0.3, calc_p=0.3),
+    "circumscribed": _Kind(0.09, (1.0, 1.8), 12, (1.8, 2.6), (0.02, 0.06), (0, 0), (0, 0), (1.0, 2.0),
+                           (0.008, 0.08), (0.25, 0.6), (0.9, 1.6), capsule=(0.2, 0.45), edge_shadow=(0.0, 0.4),
+                           calc_p=0.1),
+}
+_KIND_P = {0: (("cyst", 0.3), ("fibroadenoma", 0.5), ("benign_irregular", 0.2)),
+           1: (("spiculated", 0.4), ("microlobulated", 0.35), ("circumscribed", 0.25))}
+
+
+def _margin(rng: np.random.Generator, beta: float, sd: float) -> np.ndarray:
+    """Radius on the angle table: 1 + a random Fourier series with power-law amplitudes."""
+    k = np.arange(2, 25)
+    coef = k ** -beta * rng.standard_normal(k.size)
+    wave = (coef[:, None] * np.cos(k[:, None] * _ANGLES + rng.uniform(0, 2 * np.pi, k.size)[:, None])).sum(0)
+    return np.clip(1 + wave * (sd / (wave.std() + 1e-9)), 0.45, None).astype(_F32)
+
+
+def _sample_lesion(rng: np.random.Generator, label: int, render: int, top: float, margin: int) -> _Lesion:
+    names, probs = zip(*_KIND_P[label])
+    kind = str(rng.choice(names, p=probs))
+    kd = _KINDS[kind]
+    area = float(np.clip(kd.area * math.exp(rng.normal(0, 0.75)), 0.015, 0.32)) * render**2
+    aspect = rng.uniform(*kd.aspect)
+    a, b = math.sqrt(area / math.pi * aspect), math.sqrt(area / math.pi / aspect)
+    room = 0.93 * render - top  # the lesion must fit between skin and image bottom
+    if 2.4 * b > room:
+        a, b = a * room / (2.4 * b), room / 2.4
+    n_spic = int(rng.integers(kd.spicules[0], kd.spicules[1] + 1))
+    spicules = np.stack([rng.uniform(-np.pi, np.pi, n_spic), rng.uniform(*kd.spicule_len, n_spic),
+                         rng.uniform(1.5, 3.0, n_spic) * render / 256], 1)
+    half_w = a * 1.3 + 2
+    cx = margin + rng.uniform(min(half_w, render / 2), max(render - half_w, render / 2))
+    cy = float(np.clip(rng.uniform(0.28, 0.6) * render, top + 1.15 * b, max(top + 1.15 * b, 0.93 * render - 1.15 * b)))
+    n_calc = int(rng.integers(3, 13)) if rng.random() < kd.calc_p else 0
+    ang, rad = rng.uniform(-np.pi, np.pi, n_calc), 0.75 * np.sqrt(rng.random(n_calc))
+    neutral = label == 1 and rng.random() < 0.15  # some cancers show no posterior feature
+    return _Lesion(
+        kind=kind, cx=cx, cy=cy, a=a, b=b, theta=math.radians(rng.normal(0, kd.tilt_deg)),
+        r_core=_margin(rng, rng.uniform(*kd.rough_beta), rng.uniform(*kd.rough_sd)),
+        spicules=spicules, edge=rng.uniform(*kd.edge) * render / 256,
+        echo=math.exp(rng.uniform(math.log(kd.echo[0]), math.log(kd.echo[1]))),
+        hetero=rng.uniform(*kd.hetero) if not (kind == "cyst" and rng.random() < 0.2) else 0.6,
+        texture=_field(rng, 48, 48, 6, 6), posterior=rng.uniform(0.9, 1.3) if neutral else rng.uniform(*kd.posterior),
+        halo=rng.uniform(1.5, 3.5) if rng.random() < kd.halo_p else 0.0, halo_width=rng.uniform(0.15, 0.35),
+        capsule=rng.uniform(*kd.capsule), edge_shadow=rng.uniform(*kd.edge_shadow),
+        calcs=np.stack([rad * np.cos(ang), rad * np.sin(ang)], 1))
+
+
+def _lesion_maps(les: _Lesion, cx: float, cy: float, theta: float, scale: float, shape: tuple[int, int]):
+    """Soft lesion/core memberships and appearance on the lesion's bounding box of a view."""
+    h, w = shape
+    a, b = les.a * scale, les.b * scale
+    ext = max(a, b) * (float(les.r_core.max()) + float(les.spicules[:, 1].max(initial=0)) + les.halo_width + 0.2) + 4
+    y0, y1 = max(0, int(cy - ext)), min(h, int(cy + ext) + 1)
+    x0, x1 = max(0, int(cx - ext)), min(w, int(cx + ext) + 1)
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(_F32)
+    dx, dy = xx - cx, yy - cy
+    c, s = math.cos(theta), math.sin(theta)
+    u, v = (dx * c + dy * s) / a, (-dx * s + dy * c) / b
+    rho, dist = np.hypot(u, v) + _F32(1e-6), np.hypot(dx, dy)
+    rc = np.interp(np.arctan2(v, u), _ANGLES, les.r_core, period=2 * np.pi).astype(_F32)
+    d_core = dist * (1 - rc / rho)  # ~signed distance to the margin in px along the ray
+    member = np.clip(0.5 - d_core / les.edge, 0, 1)
+    if len(les.spicules):  # thin tapering lines radiating from the margin
+        spk = np.zeros_like(member)
+        for ang, length, thick in les.spicules:
+            r0 = float(np.interp(ang, _ANGLES, les.r_core, period=2 * np.pi)) - 0.1
+            pts = []
+            for r in (r0, r0 + length / 2, r0 + length):
+                p, q = r * math.cos(ang) * a, r * math.sin(ang) * b
+                pts.append((round((cx + p * c - q * s - x0) * 16), round((cy + p * s + q * c - y0) * 16)))
+            cv2.line(spk, pts[0], pts[1], 1.0, max(1, round(thick * 1.6)), cv2.LINE_AA, 4)
+            cv2.line(spk, pts[1], pts[2], 1.0, max(1, round(thick * 0.8)), cv2.LINE_AA, 4)
+        member = np.maximum(member, cv2.GaussianBlur(spk, (0, 0), 0.5 * les.edge))
+    core = np.clip(0.5 - d_core / 0.8, 0, 1)
+    n = les.texture.shape[0]
+    tex = cv2.remap(les.texture, ((u / 1.6 + 1) * (n - 1) / 2).astype(_F32), ((v / 1.6 + 1) * (n - 1) / 2).astype(_F32),
+                    cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    echo = les.echo * np.exp(les.hetero * tex - les.hetero**2 / 2)
+    sin2 = (dy / (dist + 1e-3)) ** 2
+    band = np.exp(-((d_core / max(1.0, les.edge)) ** 2))
+    spec = les.capsule * band * sin2**2
+    hw = les.halo_width * math.sqrt(a * b)
+    halo = les.halo * np.exp(-(((d_core - 0.45 * hw) / (0.5 * hw)) ** 2)) * (0.7 + 0.3 * tex)
+    atten = member * (-math.log(les.posterior) / (2 * b)) + les.edge_shadow * 0.12 * band * (1 - sin2) ** 4
+    calcs = [(cx + a * p * c - b * q * s, cy + a * p * s + b * q * c) for p, q in les.calcs]
+    return (slice(y0, y1), slice(x0, x1)), member, core, echo.astype(_F32), halo, spec, atten, calcs
+
+
+# ---------------------------------------------------------------------------------------------
+# Patient scene (anatomy on a canvas wider than the view, so a probe shift shows new tissue)
+
+
+@dataclass(frozen=True)
+class _Scene:
+    label: int
+    tissue: np.ndarray  # (H, W, 3): echogenicity, specular amplitude, attenuation per px
+    margin: int
+    skin_y: float
+    skin_th: float
+    skin_echo: float
+    lesion: _Lesion | None
+    gain_db: float
+    dyn_range: float
+    tgc_comp: float
+    tgc_bumps: np.ndarray  # residual TGC in dB at 5 depths
+    focus: float  # focal depth (fraction)
+
+
+def _sample_scene(rng: np.random.Generator, label: int, render: int, psf: _Psf) -> _Scene:
+    s, H = render / 256, render
+    m = int(0.08 * render)
+    W = render + 2 * m
+    E = np.empty((H, W), _F32)
+    S = np.zeros((H, W), _F32)
+    y = np.arange(H, dtype=_F32)[:, None]
+    skin_y, skin_th = rng.uniform(0.01, 0.035) * H, rng.uniform(0.015, 0.028) * H
+    top = skin_y + skin_th
+    fat_end = _curve(rng, W, top + rng.uniform(0.06, 0.3) * H, rng.uniform(0.01, 0.05) * H, 0.8 * W)
+    gland_end = fat_end + _curve(rng, W, rng.uniform(0.3, 0.6) * H, rng.uniform(0.02, 0.08) * H, 0.6 * W)
+    muscle_top = gland_end + rng.uniform(0.02, 0.08) * H if rng.random() < 0.85 else np.full(W, 2.0 * H, _F32)
+    wobble = _field(rng, H, W, 10 * s, 18 * s) * (0.02 * H)
+    in_fat = y < fat_end + wobble
+    in_gland = ~in_fat & (y < gland_end + wobble)
+    in_muscle = y >= muscle_top + 0.3 * wobble
+    fat_lvl, gland_lvl = rng.uniform(0.03, 0.1), rng.uniform(0.7, 1.4)
+    # subcutaneous / retromammary fat: lobules with echogenic septa (Cooper's ligaments)
+    lob = np.ones((H, W), _F32)
+    for _ in range(int(rng.integers(4, 10))):
+        cx, depth = rng.uniform(0, W), rng.uniform(0.2, 1.1)
+        cy = top + depth * (float(fat_end[int(cx) % W]) - top)
+        ax = (rng.uniform(0.06, 0.17) * H, rng.uniform(0.025, 0.06) * H)
+        ang = rng.uniform(-20, 20)
+        _ellipse(lob, (cx, cy), ax, ang, rng.uniform(0.5, 1.6))
+        start = rng.uniform(0, 360)
+        _ellipse(S, (cx, cy), ax, ang, rng.uniform(0.4, 1.0) * psf.line_unit, 1, (start, start + rng.uniform(90, 300)))
+    fat = fat_lvl * lob * np.exp(0.25 * _field(rng, H, W, 6 * s, 10 * s))
+    # fibroglandular tissue: laterally elongated heterogeneity, fat islands, ducts
+    isl = np.ones((H, W), _F32)
+    n_islands = int(rng.integers(3, 12))
+    n_ducts = int(rng.poisson(0.8))
+    n_pseudo = int(rng.random() < (0.6 if label == 2 else 0.25)) + int(rng.random() < (0.3 if label == 2 else 0.1))
+    for i in range(n_islands + n_ducts + n_pseudo):
+        cx = rng.uniform(0, W)
+        cy = rng.uniform(float(fat_end[int(cx) % W]), float(gland_end[int(cx) % W]))
+        if i < n_islands:  # small fat islands
+            ax, val, wall = (rng.uniform(0.02, 0.07) * H, rng.uniform(0.012, 0.035) * H), fat_lvl / gland_lvl, 0.0
+        elif i < n_islands + n_ducts:  # ducts: long, thin, anechoic lumen, bright walls
+            ax, val, wall = (rng.uniform(0.1, 0.25) * H, rng.uniform(0.008, 0.02) * H), rng.uniform(0.01, 0.06), 0.8
+        else:  # lesion-like distractor: prominent fat lobule or ectatic duct segment
+            r = math.sqrt(rng.uniform(0.01, 0.06) / math.pi) * H
+            asp = rng.uniform(1.2, 2.6)
+            ax, val, wall = (r * math.sqrt(asp), r / math.sqrt(asp)), rng.uniform(0.02, 0.15), rng.uniform(0, 0.6)
+        ang = rng.uniform(-25, 25)
+        _ellipse(isl, (cx, cy), ax, ang, val)
+        if wall:
+            _ellipse(S, (cx, cy), ax, ang, wall * psf.line_unit, 1)
+    isl = cv2.GaussianBlur(isl, (0, 0), 1.2 * s)
+    gland = gland_lvl * isl * np.exp(0.6 * _field(rng, H, W, 6 * s, 24 * s) + 0.35 * _field(rng, H, W, 3 * s, 6 * s) - 0.24)
+    # pectoral muscle: hypoechoic with oblique echogenic striations, fascia on top
+    beta = math.radians(rng.uniform(-25, 25))
+    phase = (y * math.cos(beta) + np.arange(W, dtype=_F32) * math.sin(beta)) / (rng.uniform(0.02, 0.04) * H)
+    stri = np.maximum(0, np.cos(2 * np.pi * phase + 1.5 * _field(rng, H, W, 8 * s, 20 * s))) ** 3
+    muscle = rng.uniform(0.08, 0.25) * (0.6 + 1.6 * stri)
+    E[:] = np.where(in_fat, fat, np.where(in_gland, gland, np.where(in_muscle, muscle, fat)))
+    A = np.where(in_fat, 0.8, np.where(in_gland, 1.2, 1.0)).astype(_F32) * (rng.uniform(1.5, 3.0) / H)
+    if muscle_top[0] < H:
+        cols = np.arange(W)
+        rows = np.clip(muscle_top.astype(int), 0, H - 1)
+        S[rows, cols] += rng.uniform(0.6, 1.2) * psf.line_unit
+        if rng.random() < 0.12 and muscle_top.mean() < 0.78 * H:  # rib: bright curved cortex, dense shadow
+            c = (rng.uniform(0.2, 0.8) * W, float(muscle_top.mean()) + rng.uniform(0.09, 0.14) * H)
+            ax = (rng.uniform(0.12, 0.22) * H, rng.uniform(0.045, 0.07) * H)
+            rib = np.zeros((H, W), _F32)
+            _ellipse(rib, c, ax, rng.uniform(-8, 8), 1.0)
+            E[:] = E * (1 - rib) + 0.5 * rib
+            A += rib * (0.5 / s)
+            _ellipse(S, c, ax, 0, rng.uniform(1.5, 2.5) * psf.line_unit, max(1, round(1.5 * s)), (185, 355))
+    lesion = None
+    if label != 2:
+        lesion = _sample_lesion(rng, label, render, top + 0.02 * H, m)
+    return _Scene(
+        label=label, tissue=np.dstack([E, S, A]).astype(_F32), margin=m, skin_y=skin_y, skin_th=skin_th,
+        skin_echo=rng.uniform(1.2, 2.5), lesion=lesion, gain_db=rng.normal(0, 3.5),
+        dyn_range=rng.uniform(45, 60), tgc_comp=rng.uniform(0.75, 1.15),
+        tgc_bumps=rng.normal(0, 1.8, 5).astype(_F32), focus=rng.uniform(0.35, 0.6))
+
+
+# ---------------------------------------------------------------------------------------------
+# One view (image + mask) of a patient scene
+
+
+def _render_view(scene: _Scene, rng: np.random.Generator, psf: _Psf, render: int, size: int,
+                 first: bool) -> tuple[np.ndarray, np.ndarray]:
+    H = W = render
+    shift = 0.0 if first else rng.uniform(-0.06, 0.06) * render
+    angle = 0.0 if first else rng.uniform(-4, 4)
+    M = cv2.getRotationMatrix2D((W / 2, scene.skin_y), angle, 1.0)
+    M[:, 2] -= M[:, :2] @ np.array([scene.margin + shift, 0.0])
+    view = cv2.warpAffine(scene.tissue, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    E, S, A = (np.ascontiguousarray(view[..., i]) for i in range(3))
+    # gel standoff and skin (always flat against the probe)
+    y = np.arange(H, dtype=_F32)[:, None]
+    top = scene.skin_y + rng.normal(0, 0.003 * H)
+    r0, r1 = int(top), int(top + scene.skin_th)
+    E[:r0], E[r0:r1], S[r0:r1] = 0.002, scene.skin_echo, 0.0
+    S[r0] += 1.5 * psf.line_unit
+    S[r1] += 0.8 * psf.line_unit
+    mask_soft = np.zeros((H, W), _F32)
+    tissue_atten = np.median(A, axis=1)  # what the TGC curve expects (ignores rib, lesion)
+    les = scene.lesion
+    if les is not None:
+        c = M @ np.array([les.cx, les.cy, 1.0])
+        theta = les.theta - math.radians(angle) + (0 if first else rng.normal(0, 0.04))
+        scale = 1.0 if first else rng.uniform(0.95, 1.05)  # a slightly different cross-section
+        box, member, core, echo, halo, spec, atten, calcs = _lesion_maps(les, c[0], c[1] + (0 if first else rng.normal(0, 0.01 * H)), theta, scale, (H, W))
+        E[box] = E[box] * (1 - member) * (1 + halo) + echo * member
+        S[box] = S[box] * (1 - member) + spec * psf.line_unit
+        A[box] += atten
+        mask_soft[box] = core
+        for px, py in calcs:
+            if 0 <= px < W and 0 <= py < H:
+                S[int(py), int(px)] += rng.uniform(1.0, 2.5) / (psf.kx_focus.max() * psf.ky.max())
+    # attenuation: cumulative along depth, beam-width blurred; TGC compensates it imperfectly
+    gain = np.exp(-np.cumsum(A, axis=0))
+    gain = cv2.GaussianBlur(gain, (0, 0), sigmaX=3.0 * render / 256, sigmaY=0.1)
+    depth = y[:, 0] / H
+    resid_db = np.interp(depth, np.linspace(0, 1, 5), scene.tgc_bumps)
+    tgc = np.exp(scene.tgc_comp * np.cumsum(tissue_atten)) * 10 ** (resid_db / 20)
+    gain *= tgc[:, None]
+    # speckle: complex Gaussian scatterers x depth-dependent anisotropic PSF -> Rayleigh envelope
+    z = rng.standard_normal((H, W, 2), dtype=_F32) * np.sqrt(E / 2)[..., None]
+    z[..., 0] += S
+    near = cv2.sepFilter2D(z, -1, psf.kx_focus, psf.ky, borderType=cv2.BORDER_REFLECT)
+    far = cv2.sepFilter2D(z, -1, psf.kx_far, psf.ky, borderType=cv2.BORDER_REFLECT)
+    wf = np.clip(np.abs(depth - scene.focus) / 0.4, 0, 1)[:, None, None].astype(_F32)
+    rf = (near * (1 - wf) + far * wf) * gain[..., None]
+    lo_db = scene.gain_db + 20 - scene.dyn_range  # 0 dB = glandular tissue: ~20 dB under white
+    floor = 10 ** ((lo_db + 4) / 10)  # electronic noise power, added incoherently
+    power = rf[..., 0] ** 2 + rf[..., 1] ** 2 + _F32(floor)
+    grey = (10 * np.log10(power) - lo_db) * (255 / scene.dyn_range)
+    mask_soft = cv2.GaussianBlur(mask_soft, (0, 0), 1.5 * render / 256)  # an annotator's smooth outline
+    if size != render:
+        grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA)
+        mask_soft = cv2.resize(mask_soft, (size, size), interpolation=cv2.INTER_AREA)
+    image = np.clip(grey + 0.5, 0, 255).astype(np.uint8)
+    mask = mask_soft > 0.5
+    if les is not None and not mask.any():  # a lesion too small for this resolution: keep its peak
+        mask = mask_soft >= mask_soft.max() * 0.5
+    return image, mask.astype(np.uint8) * 255
+
+
+# ---------------------------------------------------------------------------------------------
+# I/O and the public entry point
+
+
+def _check_args(out: Path, n_images: int, size: int, proportions, images_per_patient) -> None:
+    problems = []
+    if not isinstance(n_images, int | np.integer) or n_images < 1:
+        problems.append(f"n_images must be an integer >= 1, but got n_images={n_images!r}.")
+    if not isinstance(size, int | np.integer) or not 32 <= size <= 2048:
+        problems.append(f"size must be an integer in [32, 2048] pixels, but got size={size!r}.")
+    p = tuple(proportions)
+    if len(p) != 3 or any(not isinstance(x, int | float) or not x >= 0 for x in p) or sum(p) <= 0:
+        problems.append(
+            f"proportions must be 3 numbers >= 0 (Benign, Malignant, Normal) with a positive sum, "
+            f"but got proportions={p!r}.")
+    ipp = tuple(images_per_patient)
+    if len(ipp) != 2 or any(not isinstance(x, int | np.integer) for x in ipp) or not 1 <= ipp[0] <= ipp[1]:
+        problems.append(f"images_per_patient must be (min, max) with 1 <= min <= max, but got {ipp!r}.")
+    if out.exists() and not out.is_dir():
+        problems.append(f"{out}: exists and is not a directory; choose another output path.")
+    elif out.is_dir() and any(out.iterdir()) and not (out / METADATA_FILE).is_file():
+        problems.append(
+            f"{out}: directory is not empty and has no {METADATA_FILE}, so it is not a synthetic dataset; "
+            f"refusing to write into it. Choose a new or empty directory.")
+    if problems:
+        raise DataError(problems)
+
+
+def _clear_previous(out: Path) -> None:
+    """Remove the files a previous synthesize() wrote (and nothing else)."""
+    for sub in ("images", "masks"):
+        if (out / sub).is_dir():
+            for f in (out / sub).iterdir():
+                if _OWN_FILE.match(f.name):
+                    f.unlink()
+    for stale in ("splits", ".cache"):
+        if (out / stale).exists():
+            logger.warning("%s: left in place from the previous dataset; delete it if it is stale.", out / stale)
+
+
+def _png(path: Path, array: np.ndarray) -> None:
+    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:  # pragma: no cover - cv2 encodes any 2-D uint8 array
+        raise DataError(f"{path}: could not encode the image as PNG.")
+    path.write_bytes(buf.tobytes())
+
+
+def _write_metadata(path: Path, rows: list[dict]) -> None:
+    """Write the workbook with fixed zip timestamps and document dates: same data, same bytes."""
+    buf = io.BytesIO()
+    pd.DataFrame(rows, columns=list(COLUMNS)).to_excel(buf, index=False, engine="openpyxl")
+    fixed = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as src, zipfile.ZipFile(fixed, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == "docProps/core.xml":
+                data = re.sub(rb"(<dcterms:(created|modified)[^>]*>)[^<]*", rb"\g<1>2000-01-01T00:00:00Z", data)
+            dst.writestr(zipfile.ZipInfo(info.filename, (1980, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(fixed.getvalue())
+    tmp.replace(path)
+
+
+def synthesize(
+    out: Path,
+    n_images: int = 300,
+    size: int = 256,
+    seed: int = 0,
+    proportions: tuple[float, float, float] = PAPER_PROPORTIONS,
+    images_per_patient: tuple[int, int] = (1, 3),
+    progress: bool = False,
+) -> SynthSummary:
+    """Write a paper-format synthetic breast-ultrasound dataset into ``out``.
+
+    Layout: ``images/<id>.png`` (8-bit gray), ``masks/<id>_mask.png`` (0/255, empty for Normal)
+    and ``training_metadata.xlsx`` (image_id, image_path, mask_path, label, label_name,
+    patient_id). Class counts follow ``proportions`` (normalised; default: the paper's
+    679/364/460), each patient has ``images_per_patient`` images of one lesion. The same seed
+    gives identical files. ``out`` may be new, empty or a previous synthetic dataset (its images
+    and masks are replaced); any other non-empty directory is refused.
+    """
+    out = Path(out)
+    _check_args(out, n_images, size, proportions, images_per_patient)
+    t0 = time.perf_counter()
+    counts = class_counts(int(n_images), tuple(float(p) for p in proportions))
+    plan = _plan_patients(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1 << 30,))),
+                          counts, (int(images_per_patient[0]), int(images_per_patient[1])))
+    if out.is_dir():
+        _clear_previous(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    render = max(int(size), _MIN_RENDER)
+    psf = _make_psf(render)
+    digits = max(4, len(str(n_images)))
+    next_id, rows = [0, 0, 0], []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=int(n_images), desc="synth", unit="img")
+    for pid, (label, k) in enumerate(plan):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(pid,)))
+        scene = _sample_scene(rng, label, render, psf)
+        for view in range(k):
+            image, mask = _render_view(scene, rng, psf, render, int(size), first=view == 0)
+            next_id[label] += 1
+            image_id = f"{_PREFIX[label]}_{next_id[label]:0{digits}d}"
+            _png(out / "images" / f"{image_id}.png", image)
+            _png(out / "masks" / f"{image_id}_mask.png", mask)
+            rows.append({"image_id": image_id, "image_path": f"images/{image_id}.png",
+                         "mask_path": f"masks/{image_id}_mask.png", "label": label,
+                         "label_name": CLASS_NAMES[label], "patient_id": f"P{pid + 1:0{digits}d}"})
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    rows.sort(key=lambda r: r["image_id"])
+    _write_metadata(out / METADATA_FILE, rows)
+    seconds = time.perf_counter() - t0
+    summary = SynthSummary(out=out, counts=dict(zip(CLASS_NAMES, counts)), n_patients=len(plan),
+                           seconds=seconds, images_per_s=n_images / max(seconds, 1e-9))
+    logger.info("synth: wrote %d images (%s) of %d patients to %s in %.1f s (%.0f images/s).", n_images,
+                ", ".join(f"{v} {k}" for k, v in summary.counts.items()), len(plan), out, seconds,
+                summary.images_per_s)
+    return summary
