@@ -5,6 +5,10 @@ generator. Use the factory for anything unusual::
 
     def test_x(make_dataset, tmp_path):
         root = make_dataset(tmp_path / "ds", n=9, size=[(40, 32), (64, 48)], modes=("RGB", "RGBA"))
+
+The factories are session-scoped fixtures (pure functions), so module-scoped fixtures can use them
+too. Request them as fixtures rather than ``from conftest import ...``: every conftest.py in this
+tree is imported under the module name ``conftest``, so that import finds whichever came last.
 """
 
 from __future__ import annotations
@@ -142,19 +146,19 @@ def make_busi_files(src: Path, per_class: int = 2, seed: int = 0) -> Path:
     return src
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_busi() -> Callable[..., Path]:
     """Factory ``make_busi(src, per_class=2)``; see :func:`make_busi_files`."""
     return make_busi_files
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_dataset() -> Callable[..., Path]:
     """Factory ``make_dataset(root, n=12, size=48, rgb=False, ...)``; see :func:`make_dataset_files`."""
     return make_dataset_files
 
 
-@pytest.fixture(name="write_png")
+@pytest.fixture(name="write_png", scope="session")
 def write_png_fixture() -> Callable[..., Path]:
     """``write_png(path, array, mode=None)``: write any test image as PNG."""
     return write_png
@@ -166,7 +170,7 @@ def dataset(tmp_path: Path) -> Path:
     return make_dataset_files(tmp_path / "ds")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def edit_metadata() -> Callable[..., None]:
     """``edit_metadata(root, fn)``: rewrite training_metadata.xlsx with ``fn(table) -> table``."""
 

@@ -87,6 +87,11 @@ def cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", type=Path, metavar="DIR", help="dataset directory")
+    p.add_argument("--columns", metavar="NAME=COL,...", help=COLUMNS_HELP)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `harness data` and its verbs."""
     data = sub.add_parser(
@@ -104,8 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Check every image, mask and metadata row; print a summary with a preview of the "
         "paper's Table 1, or every problem as one 'error:' line (exit 2).",
     )
-    p.add_argument("dir", type=Path, metavar="DIR", help="dataset directory")
-    p.add_argument("--columns", metavar="NAME=COL,...", help=COLUMNS_HELP)
+    _dataset_arguments(p)
     p.set_defaults(func=cmd_check)
 
     p = verbs.add_parser(
@@ -136,7 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Check the dataset, then write a patient-wise, class-stratified split to "
         "DIR/splits/NAME.json and print its Table-1-style counts.",
     )
-    p.add_argument("dir", type=Path, metavar="DIR", help="dataset directory")
+    _dataset_arguments(p)
     p.add_argument("--val", type=float, default=0.2, help="validation fraction (default: 0.2, the paper's)")
     p.add_argument("--test", type=float, default=0.0, help="test fraction, carved first (default: 0)")
     p.add_argument("--seed", type=int, default=42, help="split seed (default: 42, the paper's)")
@@ -147,5 +151,4 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="keep near-duplicate images (perceptual hash) in one subset even across patient ids",
     )
     p.add_argument("--force", action="store_true", help="replace an existing split with different subsets")
-    p.add_argument("--columns", metavar="NAME=COL,...", help=COLUMNS_HELP)
     p.set_defaults(func=cmd_split)

@@ -88,15 +88,19 @@ def safe_join(root: Path, rel: str) -> Path:
 # PNG
 
 
+def _os_problem(path: Path, e: OSError) -> FileProblem:
+    if isinstance(e, FileNotFoundError):
+        return FileProblem(path, "no such file", "fix the path in the metadata or add the file")
+    if isinstance(e, IsADirectoryError):
+        return FileProblem(path, "is a directory, not a PNG file", "point the metadata at a .png file")
+    return FileProblem(path, f"cannot read ({e.strerror})", "check the file's permissions")
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
         data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise FileProblem(path, "no such file", "fix the path in the metadata or add the file") from None
-    except IsADirectoryError:
-        raise FileProblem(path, "is a directory, not a PNG file", "point the metadata at a .png file") from None
     except OSError as e:
-        raise FileProblem(path, f"cannot read ({e.strerror})", "check the file's permissions") from None
+        raise _os_problem(path, e) from None
     if not data:
         raise FileProblem(path, "empty file (0 bytes)", "re-export the file")
     return data
@@ -136,10 +140,8 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with open(path, "rb") as f:
             head = f.read(24)
-    except FileNotFoundError:
-        raise FileProblem(path, "no such file", "fix the path in the metadata or add the file") from None
     except OSError as e:
-        raise FileProblem(path, f"cannot read ({e.strerror})", "check the file's permissions") from None
+        raise _os_problem(path, e) from None
     if not head:
         raise FileProblem(path, "empty file (0 bytes)", "re-export the file")
     if not head.startswith(PNG_SIGNATURE):

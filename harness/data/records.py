@@ -159,7 +159,8 @@ def parse_label(value: Any) -> int | None:
 def metadata_hash(data: bytes, columns: dict[str, str]) -> str:
     """Short sha256 of the workbook bytes and the column mapping."""
     h = hashlib.sha256(data)
-    h.update(json.dumps(sorted(columns.items())).encode())
+    effective = sorted((k, v) for k, v in columns.items() if k != v)  # label=label maps nothing
+    h.update(json.dumps(effective).encode())
     return h.hexdigest()[:16]
 
 

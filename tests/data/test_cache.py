@@ -154,3 +154,16 @@ def test_cached_epoch_is_much_faster_than_decoding(make_dataset, tmp_path):
         return min(times)
 
     assert best(decode_epoch) > 3 * best(cached_epoch)
+
+
+def test_mixed_formats_and_renamed_columns_through_check_split_cache(make_dataset, tmp_path):
+    from harness.data.splits import get_or_create_split
+
+    rename = {"label": "diagnosis", "patient_id": "case", "image_path": "file"}
+    root = make_dataset(tmp_path / "mixed", n=18, size=[(72, 50), (40, 64), (33, 31)], modes=("RGB", "RGBA", "I;16", "L"),
+                        columns=rename, label_style="float", images_per_patient=1)
+    index = load_index(root, rename)
+    split = get_or_create_split(index, "default", 0.2, 0.0, 42)
+    assert len(split.train) + len(split.val) == 18 and split.counts["val"]["Normal"] > 0
+    cache = load_cache(index, 32)
+    assert cache.images.shape == (18, 32, 32) and cache.masks[cache.row(split.val[0])].dtype == np.uint8

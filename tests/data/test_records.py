@@ -86,7 +86,9 @@ def test_subset_keeps_given_order_and_rejects_unknown(dataset):
 
 def test_hash_depends_on_bytes_and_mapping(dataset, edit_metadata):
     h1 = load_index(dataset, check=False).metadata_hash
-    assert load_index(dataset, {"label": "label"}, check=False).metadata_hash != h1
+    assert load_index(dataset, {"label": "label"}, check=False).metadata_hash == h1  # identity maps nothing
+    by_name = load_index(dataset, {"label": "label_name"}, check=False)
+    assert by_name.metadata_hash != h1 and list(by_name.labels()) == list(load_index(dataset, check=False).labels())
     edit_metadata(dataset, lambda t: t.assign(label_name=t["label_name"].str.upper()))
     assert load_index(dataset, check=False).metadata_hash != h1
 

@@ -24,17 +24,22 @@ from harness.data.splits import (
 from harness.errors import DataError
 
 
-@pytest.fixture
-def big(make_dataset, tmp_path):
-    """90 images, 40 patients (1-4 images each), unbalanced classes."""
+@pytest.fixture(scope="module")
+def big_template(make_dataset, tmp_path_factory):
     sizes = np.random.default_rng(3).integers(1, 5, 40)
     patients = np.repeat(np.arange(40), sizes)[:90]
     labels = [int(p % 3 if p % 5 else 0) for p in patients]
-    root = make_dataset(tmp_path / "big", n=len(patients), size=32, labels=labels, images_per_patient=1)
+    root = make_dataset(tmp_path_factory.mktemp("big") / "big", n=len(patients), size=32, labels=labels, images_per_patient=1)
     table = pd.read_excel(root / "training_metadata.xlsx", dtype=object)
     table["patient_id"] = [f"P{p:02d}" for p in patients]
     table.to_excel(root / "training_metadata.xlsx", index=False)
-    return load_index(root, check=False)
+    return root
+
+
+@pytest.fixture
+def big(big_template, tmp_path):
+    """90 images, 40 patients (1-4 images each), unbalanced classes; a fresh copy per test."""
+    return load_index(shutil.copytree(big_template, tmp_path / "big"), check=False)
 
 
 def _subset_of(split: Split) -> dict[str, str]:
