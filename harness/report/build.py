@@ -16,6 +16,7 @@ from harness.report import details
 from harness.report import sections as S
 from harness.report.html import page
 from harness.report.export import caption, write_table9
+from harness.report.gradcam import ClassifierProvider, default_provider
 from harness.report.loader import RunData, Sources, group_by_pipeline, load_sources
 from harness.report.table9 import build_table9
 
@@ -65,8 +66,12 @@ def default_out_dir(paths: list[Path]) -> Path:
 
 
 def build_report(paths: list[Path], out_dir: Path | None = None, n_boot: int = 1000, seed: int = 0,
-                 subset: str = "auto", good_dice: float = 0.5, gradcam: bool = True) -> ReportResult:
-    """Read RUN_DIR... or a STUDY_DIR and write the report into ``out_dir``."""
+                 subset: str = "auto", good_dice: float = 0.5, gradcam: bool = True,
+                 provider: ClassifierProvider | None = None) -> ReportResult:
+    """Read RUN_DIR... or a STUDY_DIR and write the report into ``out_dir``.
+
+    ``provider`` gives Grad-CAM its models and inputs (default: ``harness.pipelines.artifacts``).
+    """
     t0 = time.perf_counter()
     paths = [Path(p) for p in paths]
     out_dir = Path(out_dir) if out_dir else default_out_dir(paths)
@@ -75,12 +80,15 @@ def build_report(paths: list[Path], out_dir: Path | None = None, n_boot: int = 1
     result = ReportResult(out_dir=out_dir)
     result.files += write_table9(out_dir, data.table9, data.tests, data.sheets, data.caption)
     logger.info("Table 9 written (%.1f s); drawing figures", time.perf_counter() - t0)
-    result.files.append(write_html(out_dir, data, result))
+    if gradcam and provider is None:
+        provider = default_provider()
+    result.files.append(write_html(out_dir, data, result, provider, gradcam))
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def write_html(out_dir: Path, data: ReportData, result: ReportResult) -> Path:
+def write_html(out_dir: Path, data: ReportData, result: ReportResult, provider: ClassifierProvider | None = None,
+               gradcam: bool = True) -> Path:
     """Figures into ``out_dir/figures`` and ``out_dir/index.html`` referencing them."""
     fig_dir = out_dir / S.FIG_DIR
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -89,6 +97,16 @@ def write_html(out_dir: Path, data: ReportData, result: ReportResult) -> Path:
     sections = [S.table9_section(data, fig_dir), S.classification_section(data, fig_dir),
                 S.segmentation_section(data, fig_dir), S.end_to_end_section(data, fig_dir),
                 S.training_section(data, fig_dir)]
+    cam, notes = S.gradcam_section(data, fig_dir, provider, gradcam)
+    sections.append(cam)
+    result.notes += notes
+    if data.sources.study_dir is not None:
+        study, notes = S.study_section(data.sources.study_dir, fig_dir)
+        if data.sources.runs:
+            sections.append(study)
+        else:
+            sections.insert(0, study)
+        result.notes += notes
     sections.append(S.runs_section(data, result.files, out_dir))
     runs = data.sources.runs
     where = str(data.sources.study_dir) if data.sources.study_dir else ", ".join(r.name for r in runs)

@@ -42,6 +42,8 @@ def _cell(rec: pd.Series, p: str, percent: bool, with_ci: bool = True) -> tuple[
     ci = DASH
     if with_ci and not _nan(rec[f"{p}_ci_low"]):
         ci = f"[{fmt(rec[f'{p}_ci_low'], percent)}, {fmt(rec[f'{p}_ci_high'], percent)}]"
+        if not _nan(rec[f"{p}_seed_ci_low"]):
+            ci += f"; seeds [{fmt(rec[f'{p}_seed_ci_low'], percent)}, {fmt(rec[f'{p}_seed_ci_high'], percent)}]"
     return value, ci
 
 
@@ -52,7 +54,8 @@ def caption(table: pd.DataFrame, subset: str, n_images: dict[str, int], n_boot: 
         runs = int(table[f"{p}_runs"].iloc[0])
         if runs:
             parts.append(f"{p}: {runs} run{'s' if runs > 1 else ''}, {n_images.get(p, 0)} images")
-    spread = " Values with ± are mean ± std over runs (seeds)." if (table[["A_runs", "B_runs"]] > 1).any().any() else ""
+    spread = (" Values with ± are mean ± std over runs (seeds); 'seeds' is the t-based 95% CI of that mean."
+              if (table[["A_runs", "B_runs"]] > 1).any().any() else "")
     return (f"Table 9 recomputed on the {subset} subset ({'; '.join(parts) or 'no runs'}). "
             f"95% CI: percentile bootstrap over images (B = {n_boot}).{spread} "
             f"p: paired A-vs-B test on the same images (McNemar / Wilcoxon).")

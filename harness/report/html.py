@@ -81,12 +81,15 @@ def _cell(v, fmt_code: str | None) -> str:
             return fmt(v, percent=True)
         if fmt_code == "p":
             return fmt_p(v)
+        if fmt_code == "g":
+            return f"{v:.4g}"
         return fmt(v, digits=int(fmt_code)) if fmt_code and fmt_code.isdigit() else fmt(v)
     return esc(v)
 
 
 def table(df: pd.DataFrame, formats: dict[str, str] | None = None, caption: str = "") -> str:
-    """A plain table; ``formats`` per column: "%" (percent), "p" (p-value) or digits ("3")."""
+    """A plain table; ``formats`` per column: "%" (percent), "p" (p-value), "g" (4 significant
+    digits) or a number of decimals ("3")."""
     formats = formats or {}
     head = "".join(f"<th>{esc(c)}</th>" for c in df.columns)
     text_cols = {c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])}
@@ -118,8 +121,12 @@ def table9_html(t9: pd.DataFrame) -> str:
                 v += f" ± {fmt(rec[f'{p}_std'], row.percent)}"
             ci = "–" if pd.isna(rec[f"{p}_ci_low"]) else \
                 f"[{fmt(rec[f'{p}_ci_low'], row.percent)}, {fmt(rec[f'{p}_ci_high'], row.percent)}]"
+            ci = esc(ci)
+            if not pd.isna(rec[f"{p}_seed_ci_low"]):
+                ci += "<br>" + esc(f"seeds [{fmt(rec[f'{p}_seed_ci_low'], row.percent)}, "
+                                   f"{fmt(rec[f'{p}_seed_ci_high'], row.percent)}]")
             cls = ' class="best"' if better == p else ""
-            cells.append(f"<td{cls}>{esc(v)}</td><td class=\"ci\">{esc(ci)}</td>")
+            cells.append(f"<td{cls}>{esc(v)}</td><td class=\"ci\">{ci}</td>")
         rows.append(f"<tr><td>{esc(row.name.replace('>=', '≥'))}</td>{''.join(cells)}"
                     f'<td class="paper">{fmt(rec["paper_A"], row.percent)}</td>'
                     f'<td class="paper">{fmt(rec["paper_B"], row.percent)}</td><td>{fmt_p(rec["p_value"])}</td></tr>')

@@ -17,6 +17,7 @@ from harness.report.overlays import overlay_figure
 logger = logging.getLogger(__name__)
 
 FIG_DIR = "figures"
+STAGE_ORDER = {"classifier3": 0, "segmenter_binary": 1, "segmenter3": 0, "roi_classifier": 1}  # pipeline order
 
 
 def slug(text: str) -> str:
@@ -128,7 +129,7 @@ def training_section(data, fig_dir: Path) -> Section:
     for p, runs in data.groups.items():
         stages: dict[str, list[dict]] = {}
         for r in runs:
-            for name, st in r.stages.items():
+            for name, st in sorted(r.stages.items(), key=lambda kv: (STAGE_ORDER.get(kv[0], 99), kv[0])):
                 if st.get("history"):
                     stages.setdefault(name, []).append({**st, "_run": r.name})
         if not stages:
@@ -146,13 +147,69 @@ def runs_section(data, files: list[Path], out_dir: Path) -> Section:
     s = Section("runs", "Runs and files")
     per_run = data.sheets["Per-run"]
     if not per_run.empty:
-        cols = ["run", "pipeline", "seed", "subset", "n_images", "balanced_accuracy", "macro_f1", "cohen_kappa",
-                "dice_mean", "dice_median", "malignant_sensitivity", "malignant_specificity"]
-        s.blocks.append(table(per_run[[c for c in cols if c in per_run.columns]],
-                              {"n_images": "0"}, "One row per run (all metrics are in table9.xlsx, sheet Per-run)."))
+        cols = {"run": "run", "pipeline": "pipeline", "seed": "seed", "subset": "subset", "n_images": "images",
+                "balanced_accuracy": "BAcc", "macro_f1": "macro F1", "cohen_kappa": "kappa", "dice_mean": "mean Dice",
+                "dice_median": "median Dice", "malignant_sensitivity": "sens.", "malignant_specificity": "spec."}
+        shown = per_run[[c for c in cols if c in per_run.columns]].rename(columns=cols)
+        s.blocks.append(table(shown, {"images": "0"},
+                              "One row per run (every metric is in table9.xlsx, sheet Per-run)."))
         paths = ", ".join(str(p) for p in per_run["path"])
         s.blocks.append(paragraph(f"Run directories: {paths}"))
     links = "".join(f'<li><a href="{f.relative_to(out_dir).as_posix()}">{f.name}</a></li>' for f in files
                     if f.is_relative_to(out_dir))
     s.blocks.append(f'<h3>Files</h3><ul class="files">{links}</ul>')
     return s
+
+
+def gradcam_section(data, fig_dir: Path, provider, enabled: bool = True) -> tuple[Section, list[str]]:
+    """Grad-CAM of each pipeline's classifier (A: full image, B: ROI crop) and notes on skips."""
+    from harness.report.gradcam import gradcam_figures
+
+    s = Section("gradcam", "Grad-CAM: what the classifier looks at")
+    if not enabled:
+        s.blocks.append(paragraph("Grad-CAM was switched off (--no-gradcam)."))
+        return s, []
+    figs, notes = gradcam_figures(data.groups, provider)
+    for p, fig in figs.items():
+        s.blocks.append(figure(_save(fig, fig_dir, f"gradcam_{p}"),
+                               f"Pipeline {p}: input and Grad-CAM of the predicted class on the last convolutional "
+                               "layer; representative Benign and Malignant cases, correct (✓) and wrong (✗) "
+                               "(paper Fig. 5-6, 29)."))
+    for note in notes:
+        s.blocks.append(paragraph(note))
+    return s, notes
+
+
+def study_section(study_dir: Path, fig_dir: Path) -> tuple[Section, list[str]]:
+    """Trials over time, best so far, parameter importances and best configs of each pipeline."""
+    from harness.report import study as ST
+
+    s = Section("study", "Study")
+    summaries = ST.load_study_summaries(study_dir)
+    notes: list[str] = []
+    if not summaries:
+        s.blocks.append(paragraph(f"No Optuna storage in {study_dir} (optuna.db)."))
+        return s, notes
+    for k, summ in enumerate(summaries):
+        if len(summaries) > 1:
+            s.blocks.append(f"<h3>{summ.name}</h3>")
+        counts = ST.state_counts(summ)
+        if not counts.empty:
+            s.blocks.append(table(counts, caption="Trials per pipeline and state."))
+        if summ.trials["value"].notna().any():
+            s.blocks.append(figure(_save(ST.trials_figure(summ), fig_dir, f"study_trials_{k}"),
+                                   f"{summ.objective} of each trial by trial number and completion time; the line is "
+                                   "the best complete trial so far. Hollow: pruned/failed trials with a reported "
+                                   "value. ASHA-stopped trials count as complete with their last value."))
+        if summ.importances:
+            s.blocks.append(figure(_save(ST.importance_figure(summ), fig_dir, f"study_importance_{k}"),
+                                   "Parameter importances (fANOVA over the complete trials of each pipeline)."))
+        best = ST.best_configs(summ)
+        if not best.empty:
+            s.blocks.append("<h3>Best configuration of each pipeline</h3>")
+            formats = {c: "g" for c in best.columns if c not in ("pipeline", "trial")}
+            s.blocks.append(table(best, formats, "Best complete trial by the first objective."))
+        for note in summ.notes:
+            s.blocks.append(paragraph(note))
+        notes += summ.notes
+    return s, notes

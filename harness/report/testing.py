@@ -160,3 +160,105 @@ def make_runs(root: Path, n_images: int = 30, seeds: tuple[int, ...] = (42,), si
         runs.append(make_run(root / f"run_b_s{s}", images, "b", seed=s, accuracy=0.8, seg_quality=0.9,
                              test_fraction=test_fraction))
     return runs
+
+
+# ------------------------------------------------------------------------------------------------
+# A stand-in for harness.pipelines.artifacts (Grad-CAM) with a tiny timm model
+
+
+CLASSIFIER_STAGE = {"a": "classifier3", "b": "roi_classifier"}
+_MEAN, _STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+
+
+def add_fake_classifier(run_dir: Path, image_size: int = 64, seed: int = 0) -> Path:
+    """Save a random ``test_efficientnet`` state dict as the run's classifier checkpoint."""
+    import timm
+    import torch
+    import yaml
+
+    pipeline = yaml.safe_load((run_dir / "config.yaml").read_text())["pipeline"]
+    stage = CLASSIFIER_STAGE[pipeline]
+    torch.manual_seed(seed)
+    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=3 if pipeline == "a" else 2)
+    ckpt = run_dir / "checkpoints" / f"{stage}.pt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), ckpt)
+    path = run_dir / "stages" / f"{stage}.json"
+    info = json.loads(path.read_text())
+    info.update(checkpoint=str(ckpt.resolve()), image_size=image_size)
+    path.write_text(json.dumps(info, indent=2))
+    return ckpt
+
+
+class FakeArtifacts:
+    """``load_classifier`` / ``classifier_input`` with the contract of harness.pipelines.artifacts,
+    for runs prepared with :func:`add_fake_classifier`."""
+
+    def load_classifier(self, run_dir: Path):
+        import timm
+        import torch
+        import yaml
+
+        pipeline = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())["pipeline"]
+        info = json.loads((Path(run_dir) / "stages" / f"{CLASSIFIER_STAGE[pipeline]}.json").read_text())
+        ckpt = Path(info["checkpoint"])
+        if not ckpt.exists():
+            raise FileNotFoundError(f"{ckpt}: no checkpoint")
+        names = ("Benign", "Malignant", "Normal") if pipeline == "a" else ("Benign", "Malignant")
+        model = timm.create_model("test_efficientnet", pretrained=False, num_classes=len(names))
+        model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
+        return model.eval(), int(info.get("image_size", 64)), "full" if pipeline == "a" else "roi", names
+
+    def classifier_input(self, run_dir: Path, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        from harness.data.io import read_image, read_mask
+        from harness.pipelines.roi import crop_resize, roi_box
+
+        _, size, kind, _ = self.load_classifier(run_dir)
+        table = pd.read_csv(Path(run_dir) / "predictions.csv")
+        row = table[table["image_id"].astype(str) == image_id].iloc[0]
+        image = read_image(Path(row["image_path"]))
+        if kind == "roi":
+            mask = read_mask(Path(run_dir) / "pred_masks" / f"{image_id}.png")
+            display = crop_resize(image, roi_box(mask, 0.2), size)
+        else:
+            display = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        x = (np.repeat(display[..., None], 3, axis=2) / 255.0 - _MEAN) / _STD
+        return x.astype(np.float32), display
+
+
+def make_study_db(study_dir: Path, n_trials: int = 12, seed: int = 0, name: str = "fake-study") -> Path:
+    """``study_dir/optuna.db`` with trials of both pipelines in every state the report handles."""
+    import datetime as dt
+
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    db = study_dir / "optuna.db"
+    study = optuna.create_study(study_name=name, storage=f"sqlite:///{db.resolve()}", direction="maximize")
+    study.set_user_attr("spec", {"objectives": [{"metric": "balanced_accuracy"}]})
+    rng = np.random.default_rng(seed)
+    dists = {"classifier.lr_head": FloatDistribution(1e-4, 1e-2, log=True),
+             "roi.margin": FloatDistribution(0.0, 0.5), "classifier.sampler": CategoricalDistribution(["random", "weighted"])}
+    t0 = dt.datetime(2026, 11, 20, 9, 0)
+    for k in range(n_trials):
+        pipeline = "a" if k % 2 == 0 else "b"
+        params = {"classifier.lr_head": float(10 ** rng.uniform(-4, -2)), "roi.margin": float(rng.uniform(0, 0.5)),
+                  "classifier.sampler": str(rng.choice(["random", "weighted"]))}
+        value = 0.6 + 0.3 * (1 - abs(np.log10(params["classifier.lr_head"]) + 3)) + rng.normal(0, 0.02)
+        state = optuna.trial.TrialState.COMPLETE
+        if k == n_trials - 1:
+            state = optuna.trial.TrialState.FAIL
+        elif k == n_trials - 2:
+            state = optuna.trial.TrialState.PRUNED
+        start = t0 + dt.timedelta(minutes=7 * k)
+        failed = state == optuna.trial.TrialState.FAIL
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=k, state=state, value=None if failed else float(value), datetime_start=start,
+            datetime_complete=start + dt.timedelta(minutes=5), params=params, distributions=dists,
+            user_attrs={"pipeline": pipeline}, system_attrs={}, intermediate_values={}, trial_id=k))
+    running = study.ask()
+    running.set_user_attr("pipeline", "a")
+    return db
+

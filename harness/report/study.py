@@ -1,0 +1,186 @@
+"""The study part of the report: trials over time, best value so far, parameter importances and
+the best configuration of each pipeline, read from the study's Optuna RDB (``optuna.db``).
+
+Trials carry the user attribute ``pipeline`` ("a"/"b"). Only the first objective is plotted for a
+multi-objective study. Trials that ASHA stopped early are stored as COMPLETE with their last
+value, so "best" here is the best reported value, not necessarily at full budget.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import DataError
+from harness.report.figures import COLORS, styled, subplots
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StudySummary:
+    """Plain tables extracted from one Optuna study."""
+
+    name: str
+    objective: str
+    direction: str  # "maximize" | "minimize"
+    trials: pd.DataFrame  # number, pipeline, state, value, datetime_start, datetime_complete, params_*
+    importances: dict[str, dict[str, float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _objective_name(study) -> str:
+    spec = study.user_attrs.get("spec") or {}
+    objectives = spec.get("objectives") or []
+    if objectives and isinstance(objectives[0], dict) and objectives[0].get("metric"):
+        return str(objectives[0]["metric"])
+    names = getattr(study, "metric_names", None)
+    return str(names[0]) if names else "objective"
+
+
+def trials_table(study) -> pd.DataFrame:
+    """One row per trial with its pipeline, state, first objective value, times and params."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        rows.append({"number": t.number, "pipeline": str(t.user_attrs.get("pipeline", "?")).upper(),
+                     "state": t.state.name, "value": float(t.values[0]) if t.values else np.nan,
+                     "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete,
+                     **{f"params_{k}": v for k, v in t.params.items()}})
+    return pd.DataFrame(rows)
+
+
+def best_so_far(values: np.ndarray, direction: str) -> np.ndarray:
+    """Running best (NaN ignored) of a sequence of objective values."""
+    v = np.asarray(values, dtype=float)
+    fill = -np.inf if direction == "maximize" else np.inf
+    acc = (np.maximum if direction == "maximize" else np.minimum).accumulate(np.where(np.isnan(v), fill, v))
+    return np.where(np.isinf(acc), np.nan, acc)
+
+
+def importances(study, pipeline: str, seed: int = 0) -> tuple[dict[str, float], str | None]:
+    """fANOVA importances over the COMPLETE trials of one pipeline, or ({}, why not)."""
+    import optuna
+
+    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if str(t.user_attrs.get("pipeline", "")).upper() == pipeline]
+    if len(complete) < 2:
+        return {}, f"pipeline {pipeline}: {len(complete)} complete trial(s); importances need at least 2"
+    common = set.intersection(*(set(t.params) for t in complete))
+    varying = sorted(p for p in common if len({repr(t.params[p]) for t in complete}) > 1)
+    if not varying:
+        return {}, f"pipeline {pipeline}: no parameter takes more than one value in its complete trials"
+    if len({t.values[0] for t in complete}) < 2:
+        return {}, f"pipeline {pipeline}: every complete trial has the same objective value"
+    sub = optuna.create_study(directions=study.directions)
+    sub.add_trials(complete)
+    try:
+        imp = optuna.importance.get_param_importances(
+            sub, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed), params=varying,
+            target=lambda t: t.values[0])
+    except (ValueError, RuntimeError) as e:
+        return {}, f"pipeline {pipeline}: importances failed ({e})"
+    return {k: float(v) for k, v in imp.items()}, None
+
+
+def load_study_summaries(study_dir: Path) -> list[StudySummary]:
+    """Every study in ``study_dir/optuna.db`` (none when the file is absent)."""
+    db = study_dir / "optuna.db"
+    if not db.exists():
+        return []
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{db.resolve()}"
+    try:
+        names = optuna.get_all_study_names(storage=url)
+    except Exception as e:  # noqa: BLE001 - sqlalchemy raises many types for a broken file
+        raise DataError(f"{db}: cannot read the Optuna storage ({type(e).__name__}: {e}).") from None
+    out = []
+    for name in names:
+        study = optuna.load_study(study_name=name, storage=url)
+        table = trials_table(study)
+        s = StudySummary(name, _objective_name(study), study.directions[0].name.lower(), table)
+        if len(study.directions) > 1:
+            s.notes.append(f"{name} has {len(study.directions)} objectives; plots show the first ({s.objective}).")
+        for p in sorted(set(table["pipeline"])) if not table.empty else []:
+            imp, why = importances(study, p)
+            if imp:
+                s.importances[p] = imp
+            elif why:
+                s.notes.append(f"Parameter importances skipped for {why}.")
+        out.append(s)
+    return out
+
+
+def best_configs(s: StudySummary) -> pd.DataFrame:
+    """Best COMPLETE trial of each pipeline with its params (one row per pipeline)."""
+    t = s.trials
+    if t.empty:
+        return pd.DataFrame()
+    done = t[(t["state"] == "COMPLETE") & t["value"].notna()]
+    rows = []
+    for p, g in done.groupby("pipeline"):
+        best = g.loc[g["value"].idxmax() if s.direction == "maximize" else g["value"].idxmin()]
+        params = {k.removeprefix("params_"): best[k] for k in g.columns if k.startswith("params_") and pd.notna(best[k])}
+        rows.append({"pipeline": p, "trial": int(best["number"]), s.objective: float(best["value"]), **params})
+    return pd.DataFrame(rows)
+
+
+def state_counts(s: StudySummary) -> pd.DataFrame:
+    """Trials per pipeline and state (COMPLETE / PRUNED / FAIL / RUNNING / WAITING)."""
+    if s.trials.empty:
+        return pd.DataFrame()
+    return s.trials.pivot_table(index="pipeline", columns="state", values="number", aggfunc="count",
+                                fill_value=0).reset_index().rename_axis(columns=None)
+
+
+@styled
+def trials_figure(s: StudySummary):
+    """Objective per trial (by number and by completion time) with the best value so far."""
+    fig, axes = subplots(2, w=4.8, h=3.3)
+    t = s.trials
+    for p in sorted(set(t["pipeline"])):
+        g = t[t["pipeline"] == p].sort_values("number")
+        color = COLORS.get(p, "#4a5568")
+        ok = g["state"] == "COMPLETE"
+        for ax, x in ((axes[0, 0], g["number"]), (axes[0, 1], g["datetime_complete"])):
+            ax.scatter(x[ok], g["value"][ok], s=16, color=color, alpha=0.75, label=f"Pipeline {p}")
+            other = ~ok & g["value"].notna()
+            if other.any():
+                ax.scatter(x[other], g["value"][other], s=16, facecolors="none", edgecolors=color, alpha=0.7,
+                           label=f"Pipeline {p} (pruned/other)")
+        best = best_so_far(np.where(ok, g["value"], np.nan), s.direction)
+        axes[0, 0].step(g["number"], best, where="post", color=color, lw=1.6, alpha=0.9)
+        done = g[g["datetime_complete"].notna()].sort_values("datetime_complete")
+        done_ok = done["state"] == "COMPLETE"
+        axes[0, 1].step(done["datetime_complete"], best_so_far(np.where(done_ok, done["value"], np.nan), s.direction),
+                        where="post", color=color, lw=1.6, alpha=0.9)
+    axes[0, 0].set_xlabel("trial number")
+    axes[0, 1].set_xlabel("completed at")
+    axes[0, 1].tick_params(axis="x", labelrotation=25)
+    for ax in axes[0]:
+        ax.set_ylabel(s.objective)
+    axes[0, 0].legend(fontsize=7.5)
+    fig.suptitle(f"Study {s.name}: {s.objective} ({s.direction}); lines: best so far", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+@styled
+def importance_figure(s: StudySummary):
+    """Horizontal bars of fANOVA importances, one panel per pipeline."""
+    pipes = sorted(s.importances)
+    n_params = max(len(v) for v in s.importances.values())
+    fig, axes = subplots(len(pipes), w=4.4, h=0.6 + 0.32 * n_params)
+    for ax, p in zip(axes[0], pipes):
+        items = sorted(s.importances[p].items(), key=lambda kv: kv[1])
+        ax.barh([k for k, _ in items], [v for _, v in items], color=COLORS.get(p, "#4a5568"))
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("importance (fANOVA)")
+        ax.set_title(f"Pipeline {p}")
+    fig.tight_layout()
+    return fig
