@@ -1,9 +1,183 @@
-"""`harness study ...` verbs."""
+"""`harness study run|resume|status|wandb-sweep`, `harness trial` (W&B agent) and `harness quickstart`."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's verbs (filled in by its issue)."""
+    study = sub.add_parser("study", help="hyperparameter and ablation studies (Ray Tune + Optuna)",
+                           description="Run, resume and inspect studies defined in studies/*.yaml.")
+    verbs = study.add_subparsers(dest="study_verb", metavar="VERB")
+
+    run = verbs.add_parser("run", help="run a study: search, then the final seeded runs and the report",
+                           description="Search with Ray Tune + Optuna (RDB storage STUDY_DIR/optuna.db), re-run "
+                                       "the best config of each pipeline with the study's seeds on the test "
+                                       "subset, and build the report.")
+    run.add_argument("study", help="study YAML (e.g. studies/quickstart.yaml) or its name")
+    _common(run)
+    run.add_argument("--resume", action="store_true", help="continue an interrupted study in STUDY_DIR")
+    run.set_defaults(func=_run)
+
+    resume = verbs.add_parser("resume", help="continue an interrupted study from its directory",
+                              description="Same as `study run STUDY_DIR/study.yaml --out STUDY_DIR --resume`.")
+    resume.add_argument("study_dir", type=Path)
+    resume.add_argument("--data", type=Path, help="dataset directory (default: as recorded in the study)")
+    resume.add_argument("--address", help="Ray cluster address (auto joins a running cluster)")
+    resume.add_argument("--storage", help="Optuna RDB URL (default: sqlite in STUDY_DIR)")
+    resume.add_argument("--no-report", action="store_true", help="skip building the report")
+    resume.set_defaults(func=_resume)
+
+    status = verbs.add_parser("status", help="table of trials and the best so far",
+                              description="Print every trial (state, pipeline, params, values, time) and the best "
+                                          "trial of each pipeline.")
+    status.add_argument("study_dir", type=Path)
+    status.add_argument("--storage", help="Optuna RDB URL (default: sqlite in STUDY_DIR)")
+    status.set_defaults(func=_status)
+
+    sweep = verbs.add_parser("wandb-sweep", help="write the equivalent W&B sweep YAML",
+                             description="Write a W&B sweep config that runs the same search with `wandb agent`; "
+                                         "each agent run calls `harness trial`.")
+    sweep.add_argument("study")
+    sweep.add_argument("--out", type=Path, help="output YAML (default: stdout)")
+    sweep.set_defaults(func=_sweep)
+
+    trial = sub.add_parser("trial", help="run one trial from wandb.config (for `wandb agent`) or --set values",
+                           description="Run one trial of STUDY with parameters from the W&B agent's config (or "
+                                       "from --set key=value), tracked as a W&B run.")
+    trial.add_argument("--study", required=True)
+    trial.add_argument("--data", type=Path)
+    trial.add_argument("--out", type=Path, help="run directory (default: runs/trial-<timestamp>)")
+    trial.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    trial.add_argument("params", nargs="*", help="key=value pairs as passed by `wandb agent` (${args_no_hyphens})")
+    trial.set_defaults(func=_trial)
+
+    quick = sub.add_parser("quickstart", help="synthesise data, run studies/quickstart.yaml, build the report",
+                           description="The main job on a fresh machine: synthetic data in data/synth, the "
+                                       "quickstart study (both pipelines, tiny presets, CPU), Table 9 and the html "
+                                       "report.")
+    quick.add_argument("--data", type=Path, default=Path("data/synth"))
+    quick.add_argument("--out", type=Path, default=Path("runs/quickstart"))
+    quick.add_argument("--images", type=int, default=300)
+    quick.add_argument("--fresh", action="store_true", help="delete a previous quickstart study first")
+    quick.set_defaults(func=_quickstart)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, help="dataset directory (default: the study's data.dir or data/synth)")
+    p.add_argument("--out", type=Path, help="study directory (default: runs/studies/<name>)")
+    p.add_argument("--address", help="Ray cluster address; `auto` joins a running cluster (default: local Ray)")
+    p.add_argument("--storage", help="Optuna RDB URL, e.g. postgresql://user@host/db (default: sqlite in STUDY_DIR)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a study field, e.g. trials=4 or final.seeds=[1]")
+    p.add_argument("--no-report", action="store_true", help="skip building the report")
+
+
+def _overrides(items: list[str]) -> dict:
+    from harness.config import parse_override
+
+    return {".".join(k): v for k, v in (parse_override(o) for o in items)}
+
+
+def _execute(spec, study_dir: Path, args: argparse.Namespace, resume: bool) -> int:
+    from harness.tune.runner import run_study
+
+    summary = run_study(spec, study_dir, data_dir=args.data, address=args.address, resume=resume,
+                        storage_url=args.storage)
+    print(f"study {summary['study']}: {summary['finished']} finished trials in {summary['storage']}")
+    for p, best in summary["best"].items():
+        print(f"  best {p}: trial {best['number']} values={best['values']} {json.dumps(best['overrides'])}")
+    if not args.no_report and summary["final"]:
+        _report(study_dir)
+    return 0
+
+
+def _report(study_dir: Path) -> None:
+    from harness.report.build import build_report
+
+    result = build_report([study_dir])
+    print(f"report: {result.out_dir / 'index.html'} ({result.seconds:.0f}s)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from harness.tune.study import load_study
+
+    spec = load_study(args.study, _overrides(args.overrides))
+    study_dir = args.out or Path("runs/studies") / spec.name
+    return _execute(spec, study_dir, args, args.resume)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from harness.errors import ConfigError
+    from harness.tune.study import load_study
+
+    path = args.study_dir / "study.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{args.study_dir}: no study.yaml there; is this a study directory (harness study run --out)?")
+    spec = load_study(path)
+    args.overrides = []
+    return _execute(spec, args.study_dir, args, resume=True)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from harness.tune.status import format_status, study_table
+
+    table, best = study_table(args.study_dir, args.storage)
+    print(format_status(table, best))
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import yaml
+
+    from harness.tune.study import load_study
+    from harness.tune.sweep import wandb_sweep
+
+    spec = load_study(args.study)
+    text = yaml.safe_dump(wandb_sweep(spec, args.study), sort_keys=False)
+    if args.out:
+        args.out.write_text(text)
+        print(f"wrote {args.out}; start it with `wandb sweep {args.out}` then `wandb agent <sweep id>`")
+    else:
+        print(text, end="")
+    return 0
+
+
+def _trial(args: argparse.Namespace) -> int:
+    import time
+
+    from harness.tune.study import load_study
+    from harness.tune.sweep import run_agent_trial
+
+    spec = load_study(args.study)
+    params = _overrides(list(args.params) + list(args.overrides))
+    out = args.out or Path("runs") / f"trial-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = run_agent_trial(spec, params, out, data_dir=args.data)
+    print(json.dumps({k: result.get(k) for k in ("balanced_accuracy", "dice_mean", "seconds")}))
+    return 0
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    import shutil
+
+    from harness.tune.study import load_study
+
+    if not (args.data / "training_metadata.xlsx").exists():
+        from harness.data.synth import synthesize
+
+        print(f"synthesising {args.images} breast-ultrasound images into {args.data} ...")
+        s = synthesize(args.data, n_images=args.images, size=256, seed=0, progress=True)
+        print(f"  {s.counts} in {s.seconds:.1f}s")
+    if args.fresh and args.out.exists():
+        shutil.rmtree(args.out)
+    spec = load_study(Path("studies/quickstart.yaml") if Path("studies/quickstart.yaml").exists() else "quickstart")
+    resume = (args.out / "optuna.db").exists()
+    ns = argparse.Namespace(data=args.data, address=None, storage=None, no_report=False)
+    code = _execute(spec, args.out, ns, resume=resume)
+    print(f"done: study in {args.out}, Table 9 in {args.out / 'report' / 'table9.md'}")
+    return code

@@ -80,8 +80,13 @@ def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_trial(config: RunConfig, out_dir: Path, *, data_dir: Path | None = None, store_root: Path | None = None,
-              callbacks: Sequence[EpochCallback] = (), progress: bool | None = None) -> TrialResult:
-    """Train (or reuse) every stage of ``config.pipeline`` and evaluate it; see the module docstring."""
+              callbacks: Sequence[EpochCallback] = (), progress: bool | None = None,
+              subsets: Sequence[str] = ("val", "test")) -> TrialResult:
+    """Train (or reuse) every stage of ``config.pipeline`` and evaluate it; see the module docstring.
+
+    ``subsets`` limits evaluation (a study's search trials evaluate ``val`` only: select on
+    validation, report on test in the final runs).
+    """
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +106,7 @@ def run_trial(config: RunConfig, out_dir: Path, *, data_dir: Path | None = None,
     results: dict[str, dict[str, float]] = {}
     tables = []
     for subset, ids in (("val", ctx.split.val), ("test", ctx.split.test)):
-        if not ids:
+        if not ids or subset not in subsets:
             continue
         table = evaluate(ctx, pipeline.infer(ctx, stages, list(ids)), subset, out_dir)
         tables.append(table)

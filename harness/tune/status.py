@@ -1,0 +1,58 @@
+"""`harness study status`: the trials of a study as a table, and the best so far."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from harness.errors import ConfigError
+from harness.tune.runner import StudyPaths, best_trials, open_storage
+from harness.tune.study import StudySpec
+
+
+def load_spec(study_dir: Path) -> StudySpec:
+    path = StudyPaths(Path(study_dir)).spec
+    if not path.is_file():
+        raise ConfigError(f"{study_dir}: no study.yaml there; is this a study directory (harness study run --out)?")
+    import yaml
+
+    return StudySpec.model_validate(yaml.safe_load(path.read_text()))
+
+
+def study_table(study_dir: Path, storage_url: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """One row per trial: number, state, pipeline, params, objective values, seconds."""
+    spec = load_spec(study_dir)
+    paths = StudyPaths(Path(study_dir))
+    if storage_url is None and not paths.db.exists():
+        raise ConfigError(f"{paths.db}: no Optuna storage yet; start the study with `harness study run`.")
+    storage = open_storage(storage_url or paths.storage_url)
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+    except KeyError:
+        raise ConfigError(f"{storage_url or paths.db}: no study named {spec.name}.") from None
+    rows = []
+    for t in study.trials:
+        values = t.values or [math.nan] * len(spec.objectives)
+        seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else math.nan
+        row = {"number": t.number, "state": t.state.name + (" (interrupted)" if t.user_attrs.get("interrupted") else ""),
+               "pipeline": t.user_attrs.get("pipeline", t.params.get("pipeline", "")),
+               **{o.metric: v for o, v in zip(spec.objectives, values, strict=False)}, "seconds": seconds,
+               "params": json.dumps(t.user_attrs.get("overrides", {}), sort_keys=True)}
+        rows.append(row)
+    return pd.DataFrame(rows), best_trials(study, spec)
+
+
+def format_status(table: pd.DataFrame, best: dict) -> str:
+    if table.empty:
+        return "no trials yet"
+    counts = table.state.value_counts().to_dict()
+    lines = [table.to_string(index=False, float_format=lambda v: f"{v:.4f}", max_colwidth=80), "",
+             "states: " + ", ".join(f"{k} {v}" for k, v in counts.items())]
+    for p, t in sorted(best.items()):
+        lines.append(f"best {p}: trial {t.number} values={[round(v, 4) for v in t.values]} "
+                     f"{json.dumps(t.user_attrs.get('overrides', {}), sort_keys=True)}")
+    return "\n".join(lines)

@@ -1,0 +1,195 @@
+"""Study specs (``studies/*.yaml``): which pipelines, which search space, objective(s), budget,
+sampler, scheduler, resources, final seeds, data and tracking. Validated with every problem at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from harness.config import RunConfig, Strict, apply_overrides, format_validation_error, resolve_config_source
+from harness.errors import ConfigError
+from harness.tune.space import SearchSpace, grid, grid_size
+
+METRIC_DIRECTIONS = {"balanced_accuracy": "maximize", "macro_f1": "maximize", "cohen_kappa": "maximize",
+                     "dice_mean": "maximize", "dice_median": "maximize", "malignant_sensitivity": "maximize",
+                     "malignant_specificity": "maximize", "accuracy": "maximize", "mcc": "maximize",
+                     "missed_lesion_rate": "minimize", "false_lesion_rate": "minimize"}
+
+
+class Objective(Strict):
+    metric: str = "balanced_accuracy"
+    direction: Literal["maximize", "minimize"] | None = None
+
+    @model_validator(mode="after")
+    def _known(self) -> Objective:
+        if self.metric not in METRIC_DIRECTIONS:
+            from harness.errors import did_you_mean
+
+            raise ValueError(f'unknown metric "{self.metric}"; known: {", ".join(METRIC_DIRECTIONS)}.'
+                             + did_you_mean(self.metric, METRIC_DIRECTIONS))
+        return self
+
+    @property
+    def mode(self) -> str:
+        return "max" if (self.direction or METRIC_DIRECTIONS[self.metric]) == "maximize" else "min"
+
+
+class SchedulerSpec(Strict):
+    type: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(2, ge=1, description="epochs every trial gets before it can be stopped")
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class ResourceSpec(Strict):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float | Literal["auto"] = Field("auto", description="auto: 0.5 per trial when CUDA is present, else 0")
+
+    def per_trial(self, cuda_available: bool) -> dict[str, float]:
+        gpu = (0.5 if cuda_available else 0.0) if self.gpu == "auto" else float(self.gpu)
+        return {"cpu": self.cpu, "gpu": gpu}
+
+
+class FinalSpec(Strict):
+    enabled: bool = True
+    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+
+
+class StudyData(Strict):
+    dir: Path | None = None
+    split: str = "study"
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1, description="held out: select on val, report on test")
+    split_seed: int = 42
+
+
+class WandbSpec(Strict):
+    enabled: bool = True
+    project: str = "harness"
+    mode: Literal["offline", "online", "disabled"] | None = Field(
+        None, description="None: offline unless WANDB_MODE or WANDB_API_KEY is set")
+
+
+class StudySpec(Strict):
+    name: str
+    description: str = ""
+    pipelines: list[Literal["a", "b"]] = Field(default_factory=lambda: ["a", "b"], min_length=1)
+    base: dict[Literal["a", "b"], str] = Field(default_factory=lambda: {"a": "paper-a", "b": "paper-b"})
+    overrides: dict[str, Any] = Field(default_factory=dict, description="dotted config fields for every trial")
+    search_space: SearchSpace = SearchSpace()
+    objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1, max_length=3)
+    trials: int | None = Field(None, ge=1, description="None with the grid sampler: the whole grid")
+    time_budget_minutes: float | None = Field(None, gt=0)
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    seed: int = 42
+    scheduler: SchedulerSpec = SchedulerSpec()
+    resources: ResourceSpec = ResourceSpec()
+    max_concurrent: int | None = Field(None, ge=1)
+    max_failures: int = Field(1, ge=0)
+    final: FinalSpec = FinalSpec()
+    data: StudyData = StudyData()
+    wandb: WandbSpec = WandbSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudySpec:
+        missing = [p for p in self.pipelines if p not in self.base]
+        if missing:
+            raise ValueError(f"base has no config for pipeline(s) {missing}; add e.g. base: {{{missing[0]}: tiny-{missing[0]}}}")
+        if self.sampler == "grid":
+            grid(self.search_space, list(self.pipelines))  # raises for simplexes / steps missing
+        elif self.trials is None:
+            raise ValueError(f"trials must be set for the {self.sampler} sampler")
+        return self
+
+    @property
+    def n_trials(self) -> int:
+        if self.trials is not None:
+            return self.trials
+        return grid_size(self.search_space, list(self.pipelines))
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def run_config(self, pipeline: str, params: dict[str, Any], data_dir: Path | None = None) -> RunConfig:
+        """The trial's config: base preset + study overrides + the study split + sampled params."""
+        raw, where = resolve_config_source(self.base[pipeline])
+        data = {"data.split": self.data.split, "data.val_fraction": self.data.val_fraction,
+                "data.test_fraction": self.data.test_fraction, "data.split_seed": self.data.split_seed}
+        if data_dir or self.data.dir:
+            data["data.dir"] = str(data_dir or self.data.dir)
+        raw = apply_overrides(raw, {**self.overrides, **data, **params, "pipeline": pipeline})
+        try:
+            return RunConfig.model_validate(raw)
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, RunConfig, f"study {self.name}, {where}")) from None
+
+
+def _load_space(value: Any, study_path: Path) -> Any:
+    """A search space given by name (search_spaces/<name>.yaml), path, or inline mapping."""
+    if not isinstance(value, str):
+        return value
+    candidates = [study_path.parent / value, Path(value),
+                  study_path.parent.parent / "search_spaces" / f"{value}.yaml", Path("search_spaces") / f"{value}.yaml"]
+    for c in candidates:
+        if c.is_file():
+            data = yaml.safe_load(c.read_text()) or {}
+            if not isinstance(data, dict):
+                raise ConfigError(f"{c}: expected a mapping with params/simplex.")
+            return data
+    raise ConfigError(f'{study_path}: search_space "{value}" not found (looked in {", ".join(map(str, candidates[:3]))}).')
+
+
+def load_study(path: Path | str, overrides: dict[str, Any] | None = None) -> StudySpec:
+    """Read and validate a study YAML; every problem in one :class:`ConfigError`; bases are checked too."""
+    path = Path(path)
+    if not path.is_file():
+        alt = Path("studies") / f"{path}.yaml"
+        if alt.is_file():
+            path = alt
+        else:
+            raise ConfigError(f"{path}: no such study file (studies are YAML files, e.g. studies/quickstart.yaml).")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({getattr(e, 'problem', e)}).") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of study fields.")
+    raw.setdefault("name", path.stem)
+    if "search_space" in raw:
+        raw["search_space"] = _load_space(raw["search_space"], path)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, StudySpec, str(path))) from None
+    problems = []
+    for pipeline in spec.pipelines:
+        try:
+            spec.run_config(pipeline, {})
+        except ConfigError as e:
+            problems += e.problems
+    _check_space_bounds(spec, problems)
+    if problems:
+        raise ConfigError(problems)
+    return spec
+
+
+def _check_space_bounds(spec: StudySpec, problems: list[str]) -> None:
+    """Every search-space extreme must give a valid run config (caught before any trial starts)."""
+    from harness.tune.space import CategoricalParam
+
+    for name, p in spec.search_space.params.items():
+        values = p.choices if isinstance(p, CategoricalParam) else [p.low, p.high]
+        for pipeline in spec.pipelines:
+            if not p.applies(pipeline):
+                continue
+            for v in values:
+                try:
+                    spec.run_config(pipeline, {name: v})
+                except ConfigError as e:
+                    problems.append(f"search_space.params.{name}={v!r} gives an invalid config: {e.problems[0]}")
+                    break
