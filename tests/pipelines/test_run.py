@@ -123,3 +123,24 @@ def test_same_seed_same_metrics(runs, data, tmp_path):
     again = pd.read_csv(res.run_dir / "predictions.csv")
     first = pd.read_csv(runs["a"].run_dir / "predictions.csv")
     pd.testing.assert_frame_equal(again.drop(columns=["image_path"]), first.drop(columns=["image_path"]))
+
+
+@pytest.mark.parametrize("pipeline,kind,n", [("a", "full", 3), ("b", "roi", 2)])
+def test_artifacts_rebuild_the_classifier_and_its_input(runs, pipeline, kind, n):
+    import torch
+
+    from harness.pipelines.artifacts import classifier_input, load_classifier
+
+    run_dir = runs[pipeline].run_dir
+    model, size, got_kind, names = load_classifier(run_dir)
+    assert (size, got_kind, len(names)) == (64, kind, n)
+    image_id = pd.read_csv(run_dir / "predictions.csv", dtype={"image_id": str}).image_id[0]
+    x, display = classifier_input(run_dir, image_id)
+    assert x.shape == (64, 64, 3) and display.shape == (64, 64) and display.dtype == np.uint8
+    t = torch.from_numpy(x.transpose(2, 0, 1))[None]
+    with torch.no_grad():  # TTA recomputed by hand: mean softmax over original, hflip, vflip
+        views = [t, torch.flip(t, dims=(-1,)), torch.flip(t, dims=(-2,))]
+        probs = torch.stack([torch.softmax(model(v), 1)[0] for v in views]).mean(0).numpy()
+    if pipeline == "a":  # A's whole-image classifier output is what predictions.csv holds
+        row = pd.read_csv(run_dir / "predictions.csv", dtype={"image_id": str}).iloc[0]
+        np.testing.assert_allclose(probs, [row.prob_benign, row.prob_malignant, row.prob_normal], atol=1e-5)
