@@ -26,7 +26,7 @@ ATTR_COLORS = {"none": "#38a169", "classification": "#d69e2e", "segmentation": "
 STYLE = {
     "font.family": "DejaVu Sans", "font.size": 9, "axes.titlesize": 10, "axes.titleweight": "bold",
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
-    "legend.frameon": False, "figure.dpi": 110, "savefig.bbox": "tight",
+    "legend.frameon": False, "figure.dpi": 110,
 }
 
 

@@ -124,7 +124,7 @@ def run_panels(run: RunData, provider: ClassifierProvider, n: int = 4) -> tuple[
         true, called = CLASS_NAMES[int(row["label"])], CLASS_NAMES[pred]
         mark = "✓" if pred == int(row["label"]) else "✗"
         panels.append(CamPanel(str(row["image_id"]), display, cam,
-                               f"{row['image_id']}\ntrue {true}, predicted {called} {mark}\nCAM for {class_names[target]}"))
+                               f"{row['image_id']}: {true} → {called} {mark}\nGrad-CAM of {class_names[target]}"))
     return panels, input_kind
 
 
@@ -133,15 +133,16 @@ def gradcam_figure(panels: list[CamPanel], title: str):
     """Pairs of (input, Grad-CAM overlay), two cases per row."""
     cols = 4 if len(panels) > 1 else 2
     rows = int(np.ceil(2 * len(panels) / cols))
-    fig, axes = subplots(cols, rows, w=2.6, h=2.9)
+    fig, axes = subplots(cols, rows, w=2.6, h=3.0)
     for ax in axes.ravel():
         ax.axis("off")
     for k, p in enumerate(panels):
         a_img, a_cam = axes.ravel()[2 * k], axes.ravel()[2 * k + 1]
         a_img.imshow(p.display, cmap="gray" if p.display.ndim == 2 else None)
-        a_img.set_title(p.title, fontsize=7.5, fontweight="normal")
+        head, cam_title = p.title.split("\n", 1) if "\n" in p.title else (p.title, "Grad-CAM")
+        a_img.set_title(head, fontsize=8, fontweight="normal")
         a_cam.imshow(overlay(p.display, p.cam))
-        a_cam.set_title("Grad-CAM", fontsize=8, fontweight="normal")
+        a_cam.set_title(cam_title, fontsize=8, fontweight="normal")
     fig.suptitle(title, fontsize=10, fontweight="bold")
     fig.tight_layout()
     return fig

@@ -62,6 +62,7 @@ def test_panels_for_both_pipelines(cam_runs):
     src = load_sources(cam_runs)
     figs, notes = G.gradcam_figures(group_by_pipeline(src.runs), FakeArtifacts(), n=2)
     assert set(figs) == {"A", "B"} and notes == []
+    assert figs["B"]._suptitle.get_text().startswith("Pipeline B") and "ROI" in figs["B"]._suptitle.get_text()
     panels, kind = G.run_panels(src.runs[1], FakeArtifacts(), n=2)
     assert kind == "roi" and panels[0].display.shape == (64, 64)
 

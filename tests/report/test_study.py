@@ -75,3 +75,12 @@ def test_broken_db_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="cannot read the Optuna storage"):
         ST.load_study_summaries(tmp_path)
     assert ST.load_study_summaries(tmp_path / "none") == []
+
+
+def test_study_without_runs_still_reports(tmp_path):
+    d = tmp_path / "s"
+    make_study_db(d, n_trials=6)
+    build_report([d], n_boot=10, gradcam=False)
+    html = (d / "report" / "index.html").read_text()
+    assert html.index('id="study"') < html.index('id="table9"')  # the study comes first when it is all there is
+    assert (d / "report" / "table9.csv").read_text().count("\n") == 11
