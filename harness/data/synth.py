@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import numbers
 import re
 import time
 import zipfile
@@ -43,6 +44,7 @@ COLUMNS = ("image_id", "image_path", "mask_path", "label", "label_name", "patien
 PAPER_PROPORTIONS = (679 / 1503, 364 / 1503, 460 / 1503)
 _PREFIX = ("b", "m", "n")
 _OWN_FILE = re.compile(r"^[bmn]_\d+(_mask)?\.png$")
+_CREATOR = b"harness.data.synth"  # marks our workbook: only such a directory may be overwritten
 _MIN_RENDER = 192  # smaller outputs are rendered at this size and area-downsampled (multi-look)
 _F32 = np.float32
 
@@ -289,7 +291,7 @@ def _lesion_maps(les: _Lesion, cx: float, cy: float, theta: float, scale: float,
     band = np.exp(-((d_core / max(1.0, les.edge)) ** 2))
     spec = les.capsule * band * sin2**2
     hw = les.halo_width * math.sqrt(a * b)
-    halo = les.halo * np.exp(-(((d_core - 0.45 * hw) / (0.5 * hw)) ** 2)) * (0.7 + 0.3 * tex)
+    halo = les.halo * np.exp(-(((d_core - 0.45 * hw) / (0.5 * hw)) ** 2)) * np.exp(0.3 * tex)
     atten = member * (-math.log(les.posterior) / (2 * b)) + les.edge_shadow * 0.12 * band * (1 - sin2) ** 4
     calcs = [(cx + a * p * c - b * q * s, cy + a * p * s + b * q * c) for p, q in les.calcs]
     return (slice(y0, y1), slice(x0, x1)), member, core, echo.astype(_F32), halo, spec, atten, calcs
@@ -312,86 +314,124 @@ class _Scene:
     dyn_range: float
     tgc_comp: float
     tgc_bumps: np.ndarray  # residual TGC in dB at 5 depths
+    auto_gain: float  # how far the scanner's automatic gain pulls the mean grey towards its preset
+    preset_grey: float
     focus: float  # focal depth (fraction)
 
 
-def _sample_scene(rng: np.random.Generator, label: int, render: int, psf: _Psf) -> _Scene:
-    s, H = render / 256, render
-    m = int(0.08 * render)
-    W = render + 2 * m
-    E = np.empty((H, W), _F32)
-    S = np.zeros((H, W), _F32)
-    y = np.arange(H, dtype=_F32)[:, None]
-    skin_y, skin_th = rng.uniform(0.01, 0.035) * H, rng.uniform(0.015, 0.028) * H
-    top = skin_y + skin_th
-    fat_end = _curve(rng, W, top + rng.uniform(0.06, 0.3) * H, rng.uniform(0.01, 0.05) * H, 0.8 * W)
-    gland_end = fat_end + _curve(rng, W, rng.uniform(0.3, 0.6) * H, rng.uniform(0.02, 0.08) * H, 0.6 * W)
-    muscle_top = gland_end + rng.uniform(0.02, 0.08) * H if rng.random() < 0.85 else np.full(W, 2.0 * H, _F32)
-    wobble = _field(rng, H, W, 10 * s, 18 * s) * (0.02 * H)
-    in_fat = y < fat_end + wobble
-    in_gland = ~in_fat & (y < gland_end + wobble)
-    in_muscle = y >= muscle_top + 0.3 * wobble
-    fat_lvl, gland_lvl = rng.uniform(0.03, 0.1), rng.uniform(0.7, 1.4)
-    # subcutaneous / retromammary fat: lobules with echogenic septa (Cooper's ligaments)
+@dataclass(frozen=True)
+class _Layers:
+    """Depth (px) of each tissue boundary for every canvas column."""
+
+    top: float  # below the skin
+    fat_end: np.ndarray
+    gland_end: np.ndarray
+    muscle_top: np.ndarray  # beyond the image when no muscle is in view
+
+    def depth_in(self, x: float, lo: str, hi: str) -> tuple[float, float]:
+        col = int(x) % self.fat_end.size
+        return float(getattr(self, lo)[col] if lo != "top" else self.top), float(getattr(self, hi)[col])
+
+
+def _fat(rng: np.random.Generator, lay: _Layers, H: int, W: int, s: float, S: np.ndarray, psf: _Psf) -> np.ndarray:
+    """Hypoechoic subcutaneous fat: lobules outlined by echogenic septa (Cooper's ligaments)."""
     lob = np.ones((H, W), _F32)
     for _ in range(int(rng.integers(4, 10))):
-        cx, depth = rng.uniform(0, W), rng.uniform(0.2, 1.1)
-        cy = top + depth * (float(fat_end[int(cx) % W]) - top)
-        ax = (rng.uniform(0.06, 0.17) * H, rng.uniform(0.025, 0.06) * H)
-        ang = rng.uniform(-20, 20)
+        cx = rng.uniform(0, W)
+        top, end = lay.depth_in(cx, "top", "fat_end")
+        cy = top + rng.uniform(0.2, 1.1) * (end - top)
+        ax, ang = (rng.uniform(0.06, 0.17) * H, rng.uniform(0.025, 0.06) * H), rng.uniform(-20, 20)
         _ellipse(lob, (cx, cy), ax, ang, rng.uniform(0.5, 1.6))
         start = rng.uniform(0, 360)
         _ellipse(S, (cx, cy), ax, ang, rng.uniform(0.4, 1.0) * psf.line_unit, 1, (start, start + rng.uniform(90, 300)))
-    fat = fat_lvl * lob * np.exp(0.25 * _field(rng, H, W, 6 * s, 10 * s))
-    # fibroglandular tissue: laterally elongated heterogeneity, fat islands, ducts
+    return lob * np.exp(0.25 * _field(rng, H, W, 6 * s, 10 * s))
+
+
+def _gland(rng: np.random.Generator, lay: _Layers, H: int, W: int, s: float, S: np.ndarray, psf: _Psf,
+           fat_rel: float, label: int, lesion: _Lesion | None) -> np.ndarray:
+    """Hyperechoic, heterogeneous fibroglandular tissue with fat islands, ducts and lesion-like
+    distractors (kept off the lesion so that its outline stays what the mask says)."""
     isl = np.ones((H, W), _F32)
-    n_islands = int(rng.integers(3, 12))
-    n_ducts = int(rng.poisson(0.8))
+    n_islands, n_ducts = int(rng.integers(3, 12)), int(rng.poisson(0.8))
     n_pseudo = int(rng.random() < (0.6 if label == 2 else 0.25)) + int(rng.random() < (0.3 if label == 2 else 0.1))
     for i in range(n_islands + n_ducts + n_pseudo):
-        cx = rng.uniform(0, W)
-        cy = rng.uniform(float(fat_end[int(cx) % W]), float(gland_end[int(cx) % W]))
         if i < n_islands:  # small fat islands
-            ax, val, wall = (rng.uniform(0.02, 0.07) * H, rng.uniform(0.012, 0.035) * H), fat_lvl / gland_lvl, 0.0
+            ax, val, wall = (rng.uniform(0.02, 0.07) * H, rng.uniform(0.012, 0.035) * H), fat_rel, 0.0
         elif i < n_islands + n_ducts:  # ducts: long, thin, anechoic lumen, bright walls
             ax, val, wall = (rng.uniform(0.1, 0.25) * H, rng.uniform(0.008, 0.02) * H), rng.uniform(0.01, 0.06), 0.8
-        else:  # lesion-like distractor: prominent fat lobule or ectatic duct segment
-            r = math.sqrt(rng.uniform(0.01, 0.06) / math.pi) * H
-            asp = rng.uniform(1.2, 2.6)
+        else:  # prominent fat lobule or ectatic duct segment
+            r, asp = math.sqrt(rng.uniform(0.01, 0.06) / math.pi) * H, rng.uniform(1.2, 2.6)
             ax, val, wall = (r * math.sqrt(asp), r / math.sqrt(asp)), rng.uniform(0.02, 0.15), rng.uniform(0, 0.6)
+        for _ in range(10):
+            cx = rng.uniform(0, W)
+            cy = rng.uniform(*lay.depth_in(cx, "fat_end", "gland_end"))
+            if lesion is None or ((cx - lesion.cx) / (1.7 * lesion.a + ax[0])) ** 2 + (
+                    (cy - lesion.cy) / (1.7 * lesion.b + ax[0])) ** 2 > 1:
+                break
+        else:
+            continue
         ang = rng.uniform(-25, 25)
         _ellipse(isl, (cx, cy), ax, ang, val)
         if wall:
             _ellipse(S, (cx, cy), ax, ang, wall * psf.line_unit, 1)
     isl = cv2.GaussianBlur(isl, (0, 0), 1.2 * s)
-    gland = gland_lvl * isl * np.exp(0.6 * _field(rng, H, W, 6 * s, 24 * s) + 0.35 * _field(rng, H, W, 3 * s, 6 * s) - 0.24)
-    # pectoral muscle: hypoechoic with oblique echogenic striations, fascia on top
+    return isl * np.exp(0.6 * _field(rng, H, W, 6 * s, 24 * s) + 0.35 * _field(rng, H, W, 3 * s, 6 * s) - 0.24)
+
+
+def _muscle(rng: np.random.Generator, H: int, W: int, s: float) -> np.ndarray:
+    """Pectoral muscle: hypoechoic with oblique echogenic striations."""
     beta = math.radians(rng.uniform(-25, 25))
-    phase = (y * math.cos(beta) + np.arange(W, dtype=_F32) * math.sin(beta)) / (rng.uniform(0.02, 0.04) * H)
+    y, x = np.arange(H, dtype=_F32)[:, None], np.arange(W, dtype=_F32)
+    phase = (y * math.cos(beta) + x * math.sin(beta)) / (rng.uniform(0.02, 0.04) * H)
     stri = np.maximum(0, np.cos(2 * np.pi * phase + 1.5 * _field(rng, H, W, 8 * s, 20 * s))) ** 3
-    muscle = rng.uniform(0.08, 0.25) * (0.6 + 1.6 * stri)
-    E[:] = np.where(in_fat, fat, np.where(in_gland, gland, np.where(in_muscle, muscle, fat)))
+    return rng.uniform(0.08, 0.25) * (0.6 + 1.6 * stri)
+
+
+def _add_rib(rng: np.random.Generator, lay: _Layers, H: int, W: int, s: float, E, S, A, psf: _Psf) -> None:
+    """A rib below the muscle: bright curved cortex and a dense acoustic shadow."""
+    c = (rng.uniform(0.2, 0.8) * W, float(lay.muscle_top.mean()) + rng.uniform(0.09, 0.14) * H)
+    ax = (rng.uniform(0.12, 0.22) * H, rng.uniform(0.045, 0.07) * H)
+    rib = np.zeros((H, W), _F32)
+    _ellipse(rib, c, ax, rng.uniform(-8, 8), 1.0)
+    E *= 1 - rib
+    E += 0.5 * rib
+    A += rib * (0.5 / s)
+    _ellipse(S, c, ax, 0, rng.uniform(1.5, 2.5) * psf.line_unit, max(1, round(1.5 * s)), (185, 355))
+
+
+def _sample_scene(rng: np.random.Generator, label: int, render: int, psf: _Psf) -> _Scene:
+    """One patient's anatomy, lesion and scanner settings."""
+    s, H, m = render / 256, render, int(0.08 * render)
+    W = render + 2 * m
+    skin_y, skin_th = rng.uniform(0.01, 0.035) * H, rng.uniform(0.015, 0.028) * H
+    top = skin_y + skin_th
+    fat_end = _curve(rng, W, top + rng.uniform(0.06, 0.3) * H, rng.uniform(0.01, 0.05) * H, 0.8 * W)
+    gland_end = fat_end + _curve(rng, W, rng.uniform(0.3, 0.6) * H, rng.uniform(0.02, 0.08) * H, 0.6 * W)
+    has_muscle = rng.random() < 0.85
+    muscle_top = gland_end + rng.uniform(0.02, 0.08) * H if has_muscle else np.full(W, 2.0 * H, _F32)
+    lay = _Layers(top, fat_end, gland_end, muscle_top)
+    lesion = _sample_lesion(rng, label, render, top + 0.02 * H, m) if label != 2 else None
+    y = np.arange(H, dtype=_F32)[:, None]
+    wobble = _field(rng, H, W, 10 * s, 18 * s) * (0.02 * H)
+    in_fat = y < fat_end + wobble
+    in_gland = ~in_fat & (y < gland_end + wobble)
+    in_muscle = y >= muscle_top + 0.3 * wobble
+    S = np.zeros((H, W), _F32)
+    fat_lvl, gland_lvl = rng.uniform(0.03, 0.1), rng.uniform(0.7, 1.4)
+    fat = fat_lvl * _fat(rng, lay, H, W, s, S, psf)
+    gland = gland_lvl * _gland(rng, lay, H, W, s, S, psf, fat_lvl / gland_lvl, label, lesion)
+    E = np.where(in_fat, fat, np.where(in_gland, gland, np.where(in_muscle, _muscle(rng, H, W, s), fat)))
     A = np.where(in_fat, 0.8, np.where(in_gland, 1.2, 1.0)).astype(_F32) * (rng.uniform(1.5, 3.0) / H)
-    if muscle_top[0] < H:
-        cols = np.arange(W)
-        rows = np.clip(muscle_top.astype(int), 0, H - 1)
-        S[rows, cols] += rng.uniform(0.6, 1.2) * psf.line_unit
-        if rng.random() < 0.12 and muscle_top.mean() < 0.78 * H:  # rib: bright curved cortex, dense shadow
-            c = (rng.uniform(0.2, 0.8) * W, float(muscle_top.mean()) + rng.uniform(0.09, 0.14) * H)
-            ax = (rng.uniform(0.12, 0.22) * H, rng.uniform(0.045, 0.07) * H)
-            rib = np.zeros((H, W), _F32)
-            _ellipse(rib, c, ax, rng.uniform(-8, 8), 1.0)
-            E[:] = E * (1 - rib) + 0.5 * rib
-            A += rib * (0.5 / s)
-            _ellipse(S, c, ax, 0, rng.uniform(1.5, 2.5) * psf.line_unit, max(1, round(1.5 * s)), (185, 355))
-    lesion = None
-    if label != 2:
-        lesion = _sample_lesion(rng, label, render, top + 0.02 * H, m)
+    if has_muscle and muscle_top.min() < H:
+        S[np.clip(muscle_top.astype(int), 0, H - 1), np.arange(W)] += rng.uniform(0.6, 1.2) * psf.line_unit
+        if rng.random() < 0.12 and muscle_top.mean() < 0.78 * H:
+            _add_rib(rng, lay, H, W, s, E, S, A, psf)
     return _Scene(
         label=label, tissue=np.dstack([E, S, A]).astype(_F32), margin=m, skin_y=skin_y, skin_th=skin_th,
         skin_echo=rng.uniform(1.2, 2.5), lesion=lesion, gain_db=rng.normal(0, 3.5),
         dyn_range=rng.uniform(45, 60), tgc_comp=rng.uniform(0.75, 1.15),
-        tgc_bumps=rng.normal(0, 1.8, 5).astype(_F32), focus=rng.uniform(0.35, 0.6))
+        tgc_bumps=rng.normal(0, 1.8, 5).astype(_F32), auto_gain=rng.uniform(0.5, 0.95),
+        preset_grey=rng.normal(102, 16), focus=rng.uniform(0.35, 0.6))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,7 +486,9 @@ def _render_view(scene: _Scene, rng: np.random.Generator, psf: _Psf, render: int
     lo_db = scene.gain_db + 20 - scene.dyn_range  # 0 dB = glandular tissue: ~20 dB under white
     floor = 10 ** ((lo_db + 4) / 10)  # electronic noise power, added incoherently
     power = rf[..., 0] ** 2 + rf[..., 1] ** 2 + _F32(floor)
+    power = cv2.GaussianBlur(power, (0, 0), sigmaX=0.9 * render / 256, sigmaY=0.6 * render / 256)  # compounding
     grey = (10 * np.log10(power) - lo_db) * (255 / scene.dyn_range)
+    grey += scene.auto_gain * (scene.preset_grey - float(np.clip(grey, 0, 255).mean()))
     mask_soft = cv2.GaussianBlur(mask_soft, (0, 0), 1.5 * render / 256)  # an annotator's smooth outline
     if size != render:
         grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA)
@@ -469,7 +511,7 @@ def _check_args(out: Path, n_images: int, size: int, proportions, images_per_pat
     if not isinstance(size, int | np.integer) or not 32 <= size <= 2048:
         problems.append(f"size must be an integer in [32, 2048] pixels, but got size={size!r}.")
     p = tuple(proportions)
-    if len(p) != 3 or any(not isinstance(x, int | float) or not x >= 0 for x in p) or sum(p) <= 0:
+    if len(p) != 3 or any(not isinstance(x, numbers.Real) or not x >= 0 for x in p) or not 0 < sum(p) < math.inf:
         problems.append(
             f"proportions must be 3 numbers >= 0 (Benign, Malignant, Normal) with a positive sum, "
             f"but got proportions={p!r}.")
@@ -482,8 +524,21 @@ def _check_args(out: Path, n_images: int, size: int, proportions, images_per_pat
         problems.append(
             f"{out}: directory is not empty and has no {METADATA_FILE}, so it is not a synthetic dataset; "
             f"refusing to write into it. Choose a new or empty directory.")
+    elif (out / METADATA_FILE).is_file() and not _is_synthetic(out / METADATA_FILE):
+        problems.append(
+            f"{out / METADATA_FILE}: was not written by the synthetic generator (a real dataset?); refusing "
+            f"to overwrite it. Choose a new or empty directory.")
     if problems:
         raise DataError(problems)
+
+
+def _is_synthetic(path: Path) -> bool:
+    """Whether a metadata workbook carries the generator's creator mark (see _write_metadata)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return _CREATOR in z.read("docProps/core.xml")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return False
 
 
 def _clear_previous(out: Path) -> None:
@@ -515,6 +570,7 @@ def _write_metadata(path: Path, rows: list[dict]) -> None:
             data = src.read(info.filename)
             if info.filename == "docProps/core.xml":
                 data = re.sub(rb"(<dcterms:(created|modified)[^>]*>)[^<]*", rb"\g<1>2000-01-01T00:00:00Z", data)
+                data = re.sub(rb"<dc:creator>[^<]*</dc:creator>", b"<dc:creator>" + _CREATOR + b"</dc:creator>", data)
             dst.writestr(zipfile.ZipInfo(info.filename, (1980, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(fixed.getvalue())
