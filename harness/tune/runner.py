@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 PROXY = "proxy"
+CRASH_ONCE_ENV = "HARNESS_TEST_CRASH_ONCE"
+"""Test hook: path of a marker file; the first trial epoch that finds it missing writes it and kills
+its worker process (a hard crash, as an OOM kill or a lost node would)."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,12 @@ def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run
                            directory=tracker_dir or run_dir, mode=spec.wandb.mode)
     objectives = [o.metric for o in spec.objectives]
 
+    crash_marker = os.environ.get(CRASH_ONCE_ENV)
+
     def on_epoch(stage: str, record: dict[str, Any]) -> None:
+        if crash_marker and not Path(crash_marker).exists():  # fault injection for the retry test
+            Path(crash_marker).write_text(f"{stage} epoch {record['epoch']}")
+            os._exit(1)
         tracker.log_epoch(stage, record)
         if report is not None:
             value = float(record["val_metric"])
@@ -119,14 +127,31 @@ def ray_trainable(config: dict[str, Any], spec_json: str, study_dir: str, data_d
         pipeline, overrides = config["_pipeline"], config["_overrides"]
         run_dir, subsets, name = paths.trials / trial_id, ("val",), trial_id
     try:
-        cpus = max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1)))
+        required = tune.get_context().get_trial_resources().required_resources
     except Exception:  # noqa: BLE001 - not inside a Tune session with resources
-        cpus = 1
+        required = {}
+    cpus = max(1, int(required.get("CPU", 1)))
+    _write_trial_info(run_dir, trial_id, required)
     result = execute_trial(spec, pipeline, overrides, run_dir, store=paths.store, data_dir=Path(data_dir) if data_dir else None,
                            subsets=subsets, report=tune.report if mode != "final" else None, tracker_dir=paths.wandb,
                            tracker_name=name or run_dir.name, threads=cpus)
     tune.report(result)
 
+
+def _write_trial_info(run_dir: Path, trial_id: str, resources: dict[str, Any]) -> None:
+    """Where a trial ran: node, process, resources and the GPU it was given."""
+    import socket
+
+    import ray
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = {"trial_id": trial_id, "node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
+            "pid": os.getpid(), "resources": resources, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "started": time.time()}
+    (run_dir / "trial.json").write_text(json.dumps(info, indent=2))
+
+
+# --- Optuna searcher ------------------------------------------------------------------------------------
 
 def make_searcher(spec: StudySpec, storage: optuna.storages.BaseStorage):
     from harness.tune.searcher import HarnessSearch, SpaceFunction

@@ -1,0 +1,259 @@
+"""The study harness on Ray (CPU only): a whole small study, fractional fake GPUs, a 2-node cluster,
+a crashed trial retried, and a killed driver resumed. Ray tests share one xdist group."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from harness.tune.runner import CRASH_ONCE_ENV, StudyPaths, run_study
+from harness.tune.study import StudySpec
+from harness.tune.tracking import read_offline_run
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
+
+FAST = {"classifier.image_size": 32, "segmenter.image_size": 32, "classifier.optim.epochs": 2,
+        "segmenter.optim.epochs": 2, "classifier.optim.batch_size": 8, "segmenter.optim.batch_size": 8,
+        "roi.lesion_min_pixels": 2, "eval.batch_size": 32}
+EVAL_ONLY = {"params": {"eval.tta": {"type": "categorical", "choices": [True, False]},
+                        "roi.margin": {"type": "float", "low": 0.0, "high": 0.4, "step": 0.2, "when": {"pipeline": ["b"]}}}}
+
+
+def fast_spec(**fields) -> StudySpec:
+    raw = {"name": "fast", "pipelines": ["a", "b"], "base": {"a": "tiny-a", "b": "tiny-b"}, "overrides": FAST,
+           "search_space": EVAL_ONLY, "trials": 4, "scheduler": {"type": "fifo"}, "resources": {"cpu": 1},
+           "final": {"seeds": [42, 7]}, "wandb": {"enabled": True, "mode": "offline"},
+           "data": {"split": "study", "val_fraction": 0.25, "test_fraction": 0.25}}
+    raw.update(fields)
+    return StudySpec.model_validate(raw)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from conftest import make_dataset_files
+
+    return make_dataset_files(tmp_path_factory.mktemp("data") / "ds", n=32, size=40, images_per_patient=2)
+
+
+@pytest.fixture
+def ray_cpus():
+    import ray
+
+    ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def study(data, tmp_path_factory):
+    import ray
+
+    ray.shutdown()
+    out = tmp_path_factory.mktemp("study") / "fast"
+    summary = run_study(fast_spec(), out, data_dir=data, ray_init={"num_cpus": 2, "log_to_driver": False})
+    ray.shutdown()
+    return out, summary
+
+
+def complete_trials(out: Path, name: str = "fast"):
+    s = optuna.load_study(study_name=name, storage=StudyPaths(out).storage_url)
+    return [t for t in s.trials if t.state == optuna.trial.TrialState.COMPLETE], s
+
+
+def test_study_finishes_with_both_pipelines(study):
+    out, summary = study
+    trials, _ = complete_trials(out)
+    assert summary["finished"] == 4 and len(trials) == 4
+    assert {t.user_attrs["pipeline"] for t in trials} == {"a", "b"}
+    assert set(summary["best"]) == {"a", "b"}
+
+
+def test_optuna_storage_holds_the_ray_trials_params(study):
+    out, _ = study
+    trials, _ = complete_trials(out)
+    for t in trials:
+        run_dir = out / "trials" / t.user_attrs["ray_trial_id"]
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert config["pipeline"] == t.user_attrs["pipeline"]
+        assert config["eval"]["tta"] == t.params["eval.tta"] == t.user_attrs["overrides"]["eval.tta"]
+        if t.user_attrs["pipeline"] == "b":
+            assert config["roi"]["margin"] == pytest.approx(t.params["roi.margin"])
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert t.values[0] == pytest.approx(metrics["balanced_accuracy"])
+
+
+def test_evaluation_only_trials_hit_the_stage_cache(study):
+    out, _ = study
+    trained = {"a": 0, "b": 0}
+    for run_dir in (out / "trials").iterdir():
+        pipeline = yaml.safe_load((run_dir / "config.yaml").read_text())["pipeline"]
+        stages = [json.loads(p.read_text()) for p in (run_dir / "stages").glob("*.json")]
+        trained[pipeline] += sum(not s["cached"] for s in stages)
+    assert trained == {"a": 2, "b": 2}, "each pipeline trains its two stages once; the other trials reuse them"
+
+
+def test_every_trial_is_an_offline_wandb_run(study):
+    out, _ = study
+    runs = {}
+    for d in (out / "wandb" / "wandb").glob("offline-run-*"):
+        rec = read_offline_run(d)
+        runs[rec["summary"].get("run_dir")] = rec
+    trials, _ = complete_trials(out)
+    for t in trials:
+        run_dir = out / "trials" / t.user_attrs["ray_trial_id"]
+        rec = runs[str(run_dir)]
+        assert rec["config"]["pipeline"] == t.user_attrs["pipeline"]
+        assert rec["config"]["eval.tta"] == t.params["eval.tta"]
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert rec["summary"]["balanced_accuracy"] == pytest.approx(metrics["balanced_accuracy"])
+        assert any(k.endswith("/val_metric") for row in rec["history"] for k in row) or all(
+            json.loads(p.read_text())["cached"] for p in (run_dir / "stages").glob("*.json"))
+
+
+def test_final_runs_report_on_test_and_build_table9(study):
+    out, summary = study
+    finals = sorted(Path(p).name for p in summary["final"])
+    assert finals == ["a-seed42", "a-seed7", "b-seed42", "b-seed7"]
+    for name in finals:
+        test_metrics = json.loads((out / "final" / name / "metrics_test.json").read_text())
+        assert test_metrics["subset"] == "test" and test_metrics["n_images"] > 0
+    from harness.report.build import build_report
+
+    result = build_report([out], gradcam=False)
+    table = pd.read_csv(result.out_dir / "table9.csv")
+    assert table.loc[table.metric == "Balanced Accuracy", ["A", "B"]].notna().all(axis=None)
+    assert (result.out_dir / "index.html").is_file()
+
+
+def test_status_table(study, capsys):
+    from harness.cli import main
+
+    out, _ = study
+    assert main(["study", "status", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "COMPLETE 4" in text and "best a:" in text and "best b:" in text
+
+
+def test_fractional_gpus_run_four_trials_at_once():
+    """Fake GPUs: Ray started with num_gpus=2; the study's gpu=auto gives 0.5 per trial -> 4 at once."""
+    import ray
+    from ray import tune
+
+    from harness.tune.runner import _cuda_available
+
+    ray.shutdown()
+    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert _cuda_available()
+        resources = fast_spec().resources.per_trial(_cuda_available())
+        assert resources == {"cpu": 1.0, "gpu": 0.5}
+
+        def trainable(config):
+            start = time.time()
+            time.sleep(2.0)
+            tune.report({"start": start, "end": time.time(), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", "")})
+
+        grid = tune.Tuner(tune.with_resources(trainable, resources), param_space={"i": tune.grid_search(list(range(4)))},
+                          tune_config=tune.TuneConfig(), run_config=tune.RunConfig(verbose=0)).fit()
+        rows = [r.metrics for r in grid]
+        latest_start = max(r["start"] for r in rows)
+        earliest_end = min(r["end"] for r in rows)
+        assert latest_start < earliest_end, "all four trials overlapped in time"
+        assert all(len(r["gpus"].split(",")) == 1 for r in rows), "each trial sees one (shared) GPU"
+    finally:
+        ray.shutdown()
+
+
+def test_two_node_cluster_runs_trials_on_both_nodes(data, tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    try:
+        spec = fast_spec(pipelines=["a"], trials=2, final={"enabled": False})
+        run_study(spec, tmp_path / "s", data_dir=data, address=cluster.address)
+        infos = [json.loads(p.read_text()) for p in (tmp_path / "s" / "trials").glob("*/trial.json")]
+        assert len(infos) == 2
+        assert {i["node_id"] for i in infos} == {n.node_id for n in nodes}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_crashed_trial_is_retried_and_resumes_its_stage(data, tmp_path):
+    import ray
+
+    ray.shutdown()
+    marker = tmp_path / "crashed"
+    spec = fast_spec(pipelines=["a"], trials=1, max_failures=1, final={"enabled": False},
+                     overrides={**FAST, "classifier.optim.epochs": 3})
+    run_study(spec, tmp_path / "s", data_dir=data,
+              ray_init={"num_cpus": 1, "log_to_driver": False, "runtime_env": {"env_vars": {CRASH_ONCE_ENV: str(marker)}}})
+    ray.shutdown()
+    assert marker.read_text() == "classifier3 epoch 1", "the worker died after the first epoch"
+    trials, _ = complete_trials(tmp_path / "s")
+    assert len(trials) == 1
+    run_dir = tmp_path / "s" / "trials" / trials[0].user_attrs["ray_trial_id"]
+    stage = json.loads((run_dir / "stages" / "classifier3.json").read_text())
+    assert [h["epoch"] for h in stage["history"]] == [1, 2, 3], "the retry resumed from the saved epoch"
+
+
+def test_killed_driver_resumes_to_the_requested_count_without_duplicates(data, tmp_path):
+    import ray
+
+    ray.shutdown()
+    spec_path = tmp_path / "study.yaml"
+    spec = fast_spec(trials=4, max_concurrent=1, final={"enabled": False},
+                     overrides={**FAST, "classifier.optim.epochs": 3, "segmenter.optim.epochs": 3},
+                     search_space={"params": {"eval.mask_threshold": {"type": "float", "low": 0.3, "high": 0.7}}})
+    spec_path.write_text(yaml.safe_dump(json.loads(spec.model_dump_json())))
+    out = tmp_path / "out"
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "-m", "harness", "-q", "study", "run", str(spec_path), "--data", str(data), "--out", str(out),
+           "--no-report"]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            time.sleep(0.5)
+            if (out / "optuna.db").exists():
+                try:
+                    if len(complete_trials(out)[0]) >= 2:
+                        break
+                except (KeyError, Exception):  # noqa: BLE001 - the study may not exist yet
+                    continue
+        else:
+            pytest.fail("the study did not finish 2 trials in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before, study = complete_trials(out)
+    assert len(before) < 4
+    done = subprocess.run([sys.executable, "-m", "harness", "-q", "study", "resume", str(out), "--data", str(data),
+                           "--no-report"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after, study = complete_trials(out)
+    assert len(after) == 4
+    assert {t.number for t in before} <= {t.number for t in after}, "finished trials are kept, not re-run"
+    ids = [t.user_attrs["ray_trial_id"] for t in after]
+    assert len(set(ids)) == 4
+    interrupted = [t for t in study.trials if t.user_attrs.get("interrupted")]
+    retried = [t for t in after if "retry_of" in t.user_attrs]
+    assert sorted(t.number for t in interrupted) == sorted(t.user_attrs["retry_of"] for t in retried)
+    for t in retried:
+        original = study.trials[t.user_attrs["retry_of"]]
+        assert t.params == original.params, "an interrupted trial runs again with the same parameters"
