@@ -256,16 +256,24 @@ def _sample_lesion(rng: np.random.Generator, label: int, render: int, top: float
         calcs=np.stack([rad * np.cos(ang), rad * np.sin(ang)], 1))
 
 
-def _lesion_maps(les: _Lesion, cx: float, cy: float, theta: float, scale: float, shape: tuple[int, int]):
-    """Soft lesion/core memberships and appearance on the lesion's bounding box of a view."""
-    h, w = shape
+def _paint_lesion(les: _Lesion, cx: float, cy: float, theta: float, scale: float, psf: _Psf,
+                  rng: np.random.Generator, E: np.ndarray, S: np.ndarray, A: np.ndarray, mask: np.ndarray) -> None:
+    """Draw the lesion, seen at (cx, cy, theta, scale), into a view's maps and its soft core mask."""
+    h, w = E.shape
     a, b = les.a * scale, les.b * scale
+    c, s = math.cos(theta), math.sin(theta)
+
+    def to_view(p: float, q: float) -> tuple[float, float]:  # ellipse units -> view pixels
+        return cx + a * p * c - b * q * s, cy + a * p * s + b * q * c
+
     ext = max(a, b) * (float(les.r_core.max()) + float(les.spicules[:, 1].max(initial=0)) + les.halo_width + 0.2) + 4
     y0, y1 = max(0, int(cy - ext)), min(h, int(cy + ext) + 1)
     x0, x1 = max(0, int(cx - ext)), min(w, int(cx + ext) + 1)
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(_F32)
+    if y0 >= y1 or x0 >= x1:
+        return
+    box = (slice(y0, y1), slice(x0, x1))
+    yy, xx = np.mgrid[box].astype(_F32)
     dx, dy = xx - cx, yy - cy
-    c, s = math.cos(theta), math.sin(theta)
     u, v = (dx * c + dy * s) / a, (-dx * s + dy * c) / b
     rho, dist = np.hypot(u, v) + _F32(1e-6), np.hypot(dx, dy)
     rc = np.interp(np.arctan2(v, u), _ANGLES, les.r_core, period=2 * np.pi).astype(_F32)
@@ -275,26 +283,28 @@ def _lesion_maps(les: _Lesion, cx: float, cy: float, theta: float, scale: float,
         spk = np.zeros_like(member)
         for ang, length, thick in les.spicules:
             r0 = float(np.interp(ang, _ANGLES, les.r_core, period=2 * np.pi)) - 0.1
-            pts = []
-            for r in (r0, r0 + length / 2, r0 + length):
-                p, q = r * math.cos(ang) * a, r * math.sin(ang) * b
-                pts.append((round((cx + p * c - q * s - x0) * 16), round((cy + p * s + q * c - y0) * 16)))
+            pts = [to_view(r * math.cos(ang), r * math.sin(ang)) for r in (r0, r0 + length / 2, r0 + length)]
+            pts = [(round((x - x0) * 16), round((y - y0) * 16)) for x, y in pts]
             cv2.line(spk, pts[0], pts[1], 1.0, max(1, round(thick * 1.6)), cv2.LINE_AA, 4)
             cv2.line(spk, pts[1], pts[2], 1.0, max(1, round(thick * 0.8)), cv2.LINE_AA, 4)
         member = np.maximum(member, cv2.GaussianBlur(spk, (0, 0), 0.5 * les.edge))
-    core = np.clip(0.5 - d_core / 0.8, 0, 1)
     n = les.texture.shape[0]
     tex = cv2.remap(les.texture, ((u / 1.6 + 1) * (n - 1) / 2).astype(_F32), ((v / 1.6 + 1) * (n - 1) / 2).astype(_F32),
                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     echo = les.echo * np.exp(les.hetero * tex - les.hetero**2 / 2)
-    sin2 = (dy / (dist + 1e-3)) ** 2
-    band = np.exp(-((d_core / max(1.0, les.edge)) ** 2))
-    spec = les.capsule * band * sin2**2
     hw = les.halo_width * math.sqrt(a * b)
     halo = les.halo * np.exp(-(((d_core - 0.45 * hw) / (0.5 * hw)) ** 2)) * np.exp(0.3 * tex)
-    atten = member * (-math.log(les.posterior) / (2 * b)) + les.edge_shadow * 0.12 * band * (1 - sin2) ** 4
-    calcs = [(cx + a * p * c - b * q * s, cy + a * p * s + b * q * c) for p, q in les.calcs]
-    return (slice(y0, y1), slice(x0, x1)), member, core, echo.astype(_F32), halo, spec, atten, calcs
+    sin2 = (dy / (dist + 1e-3)) ** 2  # 1 where the margin faces the beam (top, bottom), 0 at the sides
+    band = np.exp(-((d_core / max(1.0, les.edge)) ** 2))
+    E[box] = E[box] * (1 - member) * (1 + halo) + echo * member
+    S[box] = S[box] * (1 - member) + les.capsule * psf.line_unit * band * sin2**2
+    A[box] += member * (-math.log(les.posterior) / (2 * b)) + les.edge_shadow * 0.12 * band * (1 - sin2) ** 4
+    mask[box] = np.clip(0.5 - d_core / 0.8, 0, 1)
+    point_unit = 1.0 / (psf.kx_focus.max() * psf.ky.max())
+    for p, q in les.calcs:
+        x, y = to_view(p, q)
+        if 0 <= x < w and 0 <= y < h:
+            S[int(y), int(x)] += rng.uniform(1.0, 2.5) * point_unit
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,8 +448,8 @@ def _sample_scene(rng: np.random.Generator, label: int, render: int, psf: _Psf) 
 # One view (image + mask) of a patient scene
 
 
-def _render_view(scene: _Scene, rng: np.random.Generator, psf: _Psf, render: int, size: int,
-                 first: bool) -> tuple[np.ndarray, np.ndarray]:
+def _view_maps(scene: _Scene, rng: np.random.Generator, psf: _Psf, render: int, first: bool):
+    """Echogenicity, specular, attenuation maps and soft lesion mask seen through one probe pose."""
     H = W = render
     shift = 0.0 if first else rng.uniform(-0.06, 0.06) * render
     angle = 0.0 if first else rng.uniform(-4, 4)
@@ -447,55 +457,57 @@ def _render_view(scene: _Scene, rng: np.random.Generator, psf: _Psf, render: int
     M[:, 2] -= M[:, :2] @ np.array([scene.margin + shift, 0.0])
     view = cv2.warpAffine(scene.tissue, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     E, S, A = (np.ascontiguousarray(view[..., i]) for i in range(3))
-    # gel standoff and skin (always flat against the probe)
-    y = np.arange(H, dtype=_F32)[:, None]
-    top = scene.skin_y + rng.normal(0, 0.003 * H)
+    top = scene.skin_y + rng.normal(0, 0.003 * H)  # gel standoff and skin, flat against the probe
     r0, r1 = int(top), int(top + scene.skin_th)
     E[:r0], E[r0:r1], S[r0:r1] = 0.002, scene.skin_echo, 0.0
     S[r0] += 1.5 * psf.line_unit
     S[r1] += 0.8 * psf.line_unit
-    mask_soft = np.zeros((H, W), _F32)
-    tissue_atten = np.median(A, axis=1)  # what the TGC curve expects (ignores rib, lesion)
+    expected = np.median(A, axis=1)  # the attenuation a TGC curve is set for (ignores rib, lesion)
+    mask = np.zeros((H, W), _F32)
     les = scene.lesion
     if les is not None:
-        c = M @ np.array([les.cx, les.cy, 1.0])
-        theta = les.theta - math.radians(angle) + (0 if first else rng.normal(0, 0.04))
-        scale = 1.0 if first else rng.uniform(0.95, 1.05)  # a slightly different cross-section
-        box, member, core, echo, halo, spec, atten, calcs = _lesion_maps(les, c[0], c[1] + (0 if first else rng.normal(0, 0.01 * H)), theta, scale, (H, W))
-        E[box] = E[box] * (1 - member) * (1 + halo) + echo * member
-        S[box] = S[box] * (1 - member) + spec * psf.line_unit
-        A[box] += atten
-        mask_soft[box] = core
-        for px, py in calcs:
-            if 0 <= px < W and 0 <= py < H:
-                S[int(py), int(px)] += rng.uniform(1.0, 2.5) / (psf.kx_focus.max() * psf.ky.max())
-    # attenuation: cumulative along depth, beam-width blurred; TGC compensates it imperfectly
+        cx, cy = M @ np.array([les.cx, les.cy, 1.0])
+        if not first:  # the same lesion, a slightly different cross-section
+            cy += rng.normal(0, 0.01 * H)
+        theta = les.theta - math.radians(angle) + (0.0 if first else rng.normal(0, 0.04))
+        scale = 1.0 if first else rng.uniform(0.95, 1.05)
+        _paint_lesion(les, cx, cy, theta, scale, psf, rng, E, S, A, mask)
+    return E, S, A, expected, mask
+
+
+def _acquire(scene: _Scene, rng: np.random.Generator, psf: _Psf, E, S, A, expected) -> np.ndarray:
+    """B-mode image (float grey) of the maps: attenuation, TGC, speckle, compounding, log compression."""
+    H, W = E.shape
+    depth = np.arange(H, dtype=_F32) / H
     gain = np.exp(-np.cumsum(A, axis=0))
-    gain = cv2.GaussianBlur(gain, (0, 0), sigmaX=3.0 * render / 256, sigmaY=0.1)
-    depth = y[:, 0] / H
+    gain = cv2.GaussianBlur(gain, (0, 0), sigmaX=3.0 * H / 256, sigmaY=0.1)  # beam width blurs shadow edges
     resid_db = np.interp(depth, np.linspace(0, 1, 5), scene.tgc_bumps)
-    tgc = np.exp(scene.tgc_comp * np.cumsum(tissue_atten)) * 10 ** (resid_db / 20)
-    gain *= tgc[:, None]
-    # speckle: complex Gaussian scatterers x depth-dependent anisotropic PSF -> Rayleigh envelope
-    z = rng.standard_normal((H, W, 2), dtype=_F32) * np.sqrt(E / 2)[..., None]
-    z[..., 0] += S
+    gain *= (np.exp(scene.tgc_comp * np.cumsum(expected)) * 10 ** (resid_db / 20))[:, None]
+    z = rng.standard_normal((H, W, 2), dtype=_F32) * np.sqrt(E / 2)[..., None]  # complex scatterers
+    z[..., 0] += S  # coherent specular reflectors
     near = cv2.sepFilter2D(z, -1, psf.kx_focus, psf.ky, borderType=cv2.BORDER_REFLECT)
     far = cv2.sepFilter2D(z, -1, psf.kx_far, psf.ky, borderType=cv2.BORDER_REFLECT)
     wf = np.clip(np.abs(depth - scene.focus) / 0.4, 0, 1)[:, None, None].astype(_F32)
     rf = (near * (1 - wf) + far * wf) * gain[..., None]
     lo_db = scene.gain_db + 20 - scene.dyn_range  # 0 dB = glandular tissue: ~20 dB under white
-    floor = 10 ** ((lo_db + 4) / 10)  # electronic noise power, added incoherently
-    power = rf[..., 0] ** 2 + rf[..., 1] ** 2 + _F32(floor)
-    power = cv2.GaussianBlur(power, (0, 0), sigmaX=0.9 * render / 256, sigmaY=0.6 * render / 256)  # compounding
+    power = rf[..., 0] ** 2 + rf[..., 1] ** 2 + _F32(10 ** ((lo_db + 4) / 10))  # + electronic noise
+    power = cv2.GaussianBlur(power, (0, 0), sigmaX=0.9 * H / 256, sigmaY=0.6 * H / 256)  # spatial compounding
     grey = (10 * np.log10(power) - lo_db) * (255 / scene.dyn_range)
-    grey += scene.auto_gain * (scene.preset_grey - float(np.clip(grey, 0, 255).mean()))
+    return grey + scene.auto_gain * (scene.preset_grey - float(np.clip(grey, 0, 255).mean()))
+
+
+def _render_view(scene: _Scene, rng: np.random.Generator, psf: _Psf, render: int, size: int,
+                 first: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One image and its 0/255 mask; the first view of a patient is the un-shifted one."""
+    E, S, A, expected, mask_soft = _view_maps(scene, rng, psf, render, first)
+    grey = _acquire(scene, rng, psf, E, S, A, expected)
     mask_soft = cv2.GaussianBlur(mask_soft, (0, 0), 1.5 * render / 256)  # an annotator's smooth outline
-    if size != render:
+    if size != render:  # area downsampling averages several speckle cells, like a resized scan
         grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA)
         mask_soft = cv2.resize(mask_soft, (size, size), interpolation=cv2.INTER_AREA)
     image = np.clip(grey + 0.5, 0, 255).astype(np.uint8)
     mask = mask_soft > 0.5
-    if les is not None and not mask.any():  # a lesion too small for this resolution: keep its peak
+    if scene.lesion is not None and not mask.any():  # a lesion too small for this resolution: keep its peak
         mask = mask_soft >= mask_soft.max() * 0.5
     return image, mask.astype(np.uint8) * 255
 
