@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from harness import CLASS_NAMES, NORMAL
-from harness.data.io import FileProblem, PngHeader, inspect_png, read_mask
+from harness.data.io import FileProblem, PngHeader, inspect_png, normalize_rel, read_mask
 from harness.data.records import METADATA_FILE, DatasetIndex, Record, cell_text, parse_metadata
 from harness.errors import DataError
 
@@ -205,7 +205,7 @@ def check_dataset(root: Path, columns: dict[str, str] | None = None, *, preview:
         report.errors.extend(r.errors)
     listed = set()
     if parsed.table is not None and "image_path" in parsed.columns:
-        listed = {cell_text(v).replace("\\", "/") for v in parsed.table[parsed.columns["image_path"]]}
+        listed = {normalize_rel(cell_text(v)) for v in parsed.table[parsed.columns["image_path"]] if cell_text(v)}
     report.warnings.extend(_unlisted(index, listed))
     report.summary = _summary(index, results)
     if preview and report.ok and len(index):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import posixpath
 import struct
 import tempfile
 import zlib
@@ -59,6 +60,11 @@ class PngHeader:
 
 # ---------------------------------------------------------------------------------------------
 # Paths
+
+
+def normalize_rel(rel: str) -> str:
+    """A metadata path in one spelling: forward slashes, no "./" ("./images\\a.png" -> "images/a.png")."""
+    return posixpath.normpath(str(rel).strip().replace("\\", "/"))
 
 
 def safe_join(root: Path, rel: str) -> Path:

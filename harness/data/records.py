@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from harness import CLASS_NAMES
-from harness.data.io import PathEscapeError, read_metadata, safe_join
+from harness.data.io import PathEscapeError, normalize_rel, read_metadata, safe_join
 from harness.errors import DataError, did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ def _path_cell(root: Path, text: str, what: str, where: str, errors: list[str]) 
     except PathEscapeError as e:
         errors.append(f"{METADATA_FILE} {where}: {what} {e.problems[0]} Refused, not opened.")
         return None
-    return text.replace("\\", "/")
+    return normalize_rel(text)
 
 
 def parse_rows(root: Path, table: pd.DataFrame, cols: dict[str, str]) -> tuple[list[Record], list[str], list[str]]:
@@ -265,8 +265,8 @@ def parse_rows(root: Path, table: pd.DataFrame, cols: dict[str, str]) -> tuple[l
                     f"{METADATA_FILE} {where}: label {label} ({CLASS_NAMES[label]}) disagrees with "
                     f'label_name "{name}"; the label column is used.'
                 )
-        if not bad:
-            records.append(Record(image_id, image_path.replace("\\", "/"), mask_path, int(label), patient, excel_row))  # type: ignore[arg-type]
+        if not bad and label is not None:
+            records.append(Record(image_id, normalize_rel(image_path), mask_path, label, patient, excel_row))
     if has_pid:
         errors.extend(_mixed_label_patients(records))
     return records, errors, warnings

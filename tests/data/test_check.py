@@ -74,6 +74,12 @@ def test_unlisted_images_are_a_warning(dataset, write_png):
     assert report.ok and any("images/stray.png" in w for w in report.warnings)
 
 
+def test_path_spellings_are_normalised(dataset, edit_metadata):
+    _set(edit_metadata, dataset, 2, "image_path", "./images\\b000.png")
+    report = check_dataset(dataset, preview=False)
+    assert report.ok and report.warnings == [] and report.index.records[0].image_path == "images/b000.png"
+
+
 def test_rows_with_errors_do_not_count_as_unlisted(dataset, edit_metadata):
     _set(edit_metadata, dataset, 5, "label", 9)
     report = check_dataset(dataset, preview=False)
