@@ -16,10 +16,8 @@ ONE_STEP = ["classifier.pretrained=false", "segmenter.pretrained=false", "runtim
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["paper-a", "paper-b"])
-def test_paper_preset_one_step(preset, tmp_path):
-    from conftest import make_dataset_files
-
-    data = make_dataset_files(tmp_path / "ds", n=12, size=64, images_per_patient=1)
+def test_paper_preset_one_step(preset, tmp_path, make_dataset):
+    data = make_dataset(tmp_path / "ds", n=12, size=64, images_per_patient=1)
     cfg = load_run_config(preset, ONE_STEP)
     assert cfg.classifier.backbone == "efficientnet_b7" and cfg.segmenter.encoder == "efficientnet-b7"
     res = run_trial(cfg, tmp_path / "run", data_dir=data)

@@ -18,10 +18,8 @@ TINY = ["classifier.image_size=64", "segmenter.image_size=64", "classifier.optim
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, request):
-    from conftest import make_dataset_files
-
-    return make_dataset_files(tmp_path_factory.mktemp("ds") / "ds", n=30, size=[(48, 40), (56, 48)],
+def data(tmp_path_factory, make_dataset):
+    return make_dataset(tmp_path_factory.mktemp("ds") / "ds", n=30, size=[(48, 40), (56, 48)],
                               images_per_patient=2)
 
 

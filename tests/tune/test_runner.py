@@ -39,10 +39,8 @@ def fast_spec(**fields) -> StudySpec:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from conftest import make_dataset_files
-
-    return make_dataset_files(tmp_path_factory.mktemp("data") / "ds", n=32, size=40, images_per_patient=2)
+def data(tmp_path_factory, make_dataset):
+    return make_dataset(tmp_path_factory.mktemp("data") / "ds", n=32, size=40, images_per_patient=2)
 
 
 @pytest.fixture
