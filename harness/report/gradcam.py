@@ -94,7 +94,7 @@ def overlay(display: np.ndarray, cam: np.ndarray) -> np.ndarray:
 
 def pick_cases(predictions: pd.DataFrame, n: int = 4) -> pd.DataFrame:
     """Representative Benign and Malignant cases: the most confident correct one of each class,
-    then the most confident error of each, then more correct ones, up to ``n``."""
+    then the most confident error of each, then more correct ones, then more errors, up to ``n``."""
     les = predictions[predictions["label"].isin((BENIGN, MALIGNANT))].copy()
     if les.empty:
         return les
@@ -107,6 +107,7 @@ def pick_cases(predictions: pd.DataFrame, n: int = 4) -> pd.DataFrame:
         for c in (BENIGN, MALIGNANT):
             order += les[(les["label"] == c) & (les["_ok"] == ok)].index[:1].tolist()
     order += [i for i in les[les["_ok"]].index if i not in order]
+    order += [i for i in les.index if i not in order]  # few correct cases: fill with errors
     return les.loc[order[:n]].drop(columns=["_conf", "_ok"])
 
 
