@@ -12,7 +12,8 @@ that pipelines, augmentations and metrics meet the problems of real images:
   class-conditional distributions that overlap, so no single global cue separates the classes;
 * fully developed speckle: complex Gaussian scatterers convolved with an anisotropic,
   depth-dependent point-spread function, Rayleigh envelope, imperfect time-gain compensation,
-  noise floor, log compression to 8 bits.
+  noise floor, spatial compounding, log compression to 8 bits and a partial automatic gain
+  (so the mean grey level is no class cue: a lesion's darkness is partly normalised away).
 
 A patient has 1-3 images of the same anatomy and lesion seen with a small probe shift/rotation
 and a new speckle realisation; the mask is the lesion's core, smoothed like a human outline.
@@ -32,7 +33,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 
 from harness import CLASS_NAMES
 from harness.errors import DataError
@@ -516,18 +516,21 @@ def _render_view(scene: _Scene, rng: np.random.Generator, psf: _Psf, render: int
 # I/O and the public entry point
 
 
-def _check_args(out: Path, n_images: int, size: int, proportions, images_per_patient) -> None:
+def _check_args(out: Path, n_images: int, size: int, seed: int, proportions, images_per_patient) -> None:
+    """Every problem with the arguments and the output directory, in one DataError."""
     problems = []
     if not isinstance(n_images, int | np.integer) or n_images < 1:
         problems.append(f"n_images must be an integer >= 1, but got n_images={n_images!r}.")
     if not isinstance(size, int | np.integer) or not 32 <= size <= 2048:
         problems.append(f"size must be an integer in [32, 2048] pixels, but got size={size!r}.")
-    p = tuple(proportions)
+    if not isinstance(seed, int | np.integer) or seed < 0:
+        problems.append(f"seed must be an integer >= 0, but got seed={seed!r}.")
+    p = tuple(proportions) if isinstance(proportions, tuple | list) else (proportions,)
     if len(p) != 3 or any(not isinstance(x, numbers.Real) or not x >= 0 for x in p) or not 0 < sum(p) < math.inf:
         problems.append(
             f"proportions must be 3 numbers >= 0 (Benign, Malignant, Normal) with a positive sum, "
             f"but got proportions={p!r}.")
-    ipp = tuple(images_per_patient)
+    ipp = tuple(images_per_patient) if isinstance(images_per_patient, tuple | list) else (images_per_patient,)
     if len(ipp) != 2 or any(not isinstance(x, int | np.integer) for x in ipp) or not 1 <= ipp[0] <= ipp[1]:
         problems.append(f"images_per_patient must be (min, max) with 1 <= min <= max, but got {ipp!r}.")
     if out.exists() and not out.is_dir():
@@ -535,7 +538,8 @@ def _check_args(out: Path, n_images: int, size: int, proportions, images_per_pat
     elif out.is_dir() and any(out.iterdir()) and not (out / METADATA_FILE).is_file():
         problems.append(
             f"{out}: directory is not empty and has no {METADATA_FILE}, so it is not a synthetic dataset; "
-            f"refusing to write into it. Choose a new or empty directory.")
+            f"refusing to write into it. Choose a new or empty directory (or delete it if an interrupted "
+            f"run left it).")
     elif (out / METADATA_FILE).is_file() and not _is_synthetic(out / METADATA_FILE):
         problems.append(
             f"{out / METADATA_FILE}: was not written by the synthetic generator (a real dataset?); refusing "
@@ -574,6 +578,8 @@ def _png(path: Path, array: np.ndarray) -> None:
 
 def _write_metadata(path: Path, rows: list[dict]) -> None:
     """Write the workbook with fixed zip timestamps and document dates: same data, same bytes."""
+    import pandas as pd  # lazily: importing the module stays cheap for the CLI
+
     buf = io.BytesIO()
     pd.DataFrame(rows, columns=list(COLUMNS)).to_excel(buf, index=False, engine="openpyxl")
     fixed = io.BytesIO()
@@ -608,7 +614,7 @@ def synthesize(
     and masks are replaced); any other non-empty directory is refused.
     """
     out = Path(out)
-    _check_args(out, n_images, size, proportions, images_per_patient)
+    _check_args(out, n_images, size, seed, proportions, images_per_patient)
     t0 = time.perf_counter()
     counts = class_counts(int(n_images), tuple(float(p) for p in proportions))
     plan = _plan_patients(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1 << 30,))),

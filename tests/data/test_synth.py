@@ -160,7 +160,8 @@ def _posterior_ratio(image: np.ndarray, mask: np.ndarray) -> float:
     h, w = bottom - top + 1, right - left + 1
     rows = slice(bottom + 2, min(image.shape[0], bottom + 2 + h))
     below = image[rows, left + w // 4 : right - w // 4 + 1]
-    beside = np.concatenate([image[rows, max(0, left - w // 2) : left].ravel(), image[rows, right + 1 : right + 1 + w // 2].ravel()])
+    left_of, right_of = image[rows, max(0, left - w // 2) : left], image[rows, right + 1 : right + 1 + w // 2]
+    beside = np.concatenate([left_of.ravel(), right_of.ravel()])
     if below.size < 20 or beside.size < 20:
         return np.nan
     return float(below.mean() / (beside.mean() + 1))
@@ -168,7 +169,9 @@ def _posterior_ratio(image: np.ndarray, mask: np.ndarray) -> float:
 
 def test_shadowing_below_malignant_enhancement_below_benign(large):
     _, table, images, masks = large
-    ratio = np.array([_posterior_ratio(i, m > 0) if lab != 2 else np.nan for i, m, lab in zip(images, masks, table.label)])
+    lesion = (table.label != 2).to_numpy()
+    ratio = np.full(len(table), np.nan)
+    ratio[lesion] = [_posterior_ratio(i, m > 0) for i, m in zip(images[lesion], masks[lesion])]
     benign, malignant = (np.nanmedian(ratio[table.label == c]) for c in (0, 1))
     assert malignant < 1.0 < benign
     assert malignant < benign - 0.1
@@ -233,7 +236,8 @@ def test_overwrites_a_previous_synthetic_dataset(tmp_path):
     summary = synthesize(out, n_images=4, size=32, seed=1, progress=True)
     table = pd.read_excel(out / METADATA_FILE)
     assert len(table) == 4 == summary.n_images
-    assert sorted(p.name for p in (out / "images").iterdir()) == sorted([*(f"{i}.png" for i in table.image_id), "README.txt"])
+    expected = sorted([*(f"{i}.png" for i in table.image_id), "README.txt"])
+    assert sorted(p.name for p in (out / "images").iterdir()) == expected
     assert len(list((out / "masks").iterdir())) == 4
 
 
@@ -243,9 +247,10 @@ def test_accepts_an_existing_empty_directory(tmp_path):
 
 def test_invalid_arguments_are_reported_together(tmp_path):
     with pytest.raises(DataError) as err:
-        synthesize(tmp_path / "d", n_images=0, size=16, proportions=(1, -1, 0), images_per_patient=(0, 2))
+        synthesize(tmp_path / "d", n_images=0, size=16, seed=-1, proportions=(1, -1, 0), images_per_patient=(0, 2))
     problems = err.value.problems
-    assert len(problems) == 4
+    assert len(problems) == 5
+    assert any("seed" in p for p in problems)
     assert any("n_images" in p for p in problems) and any("size" in p for p in problems)
     assert any("proportions" in p for p in problems) and any("images_per_patient" in p for p in problems)
     assert not (tmp_path / "d").exists()
