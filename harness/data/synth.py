@@ -125,6 +125,8 @@ def _ellipse(img: np.ndarray, c: tuple[float, float], ax: tuple[float, float], a
 
 @dataclass(frozen=True)
 class _Psf:
+    """Separable Gaussian point-spread function, longer laterally than axially."""
+
     ky: np.ndarray  # axial kernel (short)
     kx_focus: np.ndarray  # lateral kernel in the focal zone
     kx_far: np.ndarray  # lateral kernel far from focus (wider beam)
@@ -132,9 +134,10 @@ class _Psf:
 
 
 def _gauss(sigma: float) -> np.ndarray:
+    """1-D Gaussian kernel with unit L2 norm, so that filtering white noise preserves its power."""
     r = max(1, math.ceil(3 * sigma))
     k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    return (k / np.sqrt((k**2).sum())).astype(_F32)  # unit L2 norm: speckle power is preserved
+    return (k / np.sqrt((k**2).sum())).astype(_F32)
 
 
 def _make_psf(render: int) -> _Psf:
@@ -226,6 +229,7 @@ def _margin(rng: np.random.Generator, beta: float, sd: float) -> np.ndarray:
 
 
 def _sample_lesion(rng: np.random.Generator, label: int, render: int, top: float, margin: int) -> _Lesion:
+    """A lesion of class ``label`` placed below ``top`` (canvas px) and inside the un-shifted view."""
     names, probs = zip(*_KIND_P[label])
     kind = str(rng.choice(names, p=probs))
     kd = _KINDS[kind]
@@ -249,7 +253,7 @@ def _sample_lesion(rng: np.random.Generator, label: int, render: int, top: float
         r_core=_margin(rng, rng.uniform(*kd.rough_beta), rng.uniform(*kd.rough_sd)),
         spicules=spicules, edge=rng.uniform(*kd.edge) * render / 256,
         echo=math.exp(rng.uniform(math.log(kd.echo[0]), math.log(kd.echo[1]))),
-        hetero=rng.uniform(*kd.hetero) if not (kind == "cyst" and rng.random() < 0.2) else 0.6,
+        hetero=rng.uniform(*kd.hetero) if not (kind == "cyst" and rng.random() < 0.2) else 0.6,  # debris
         texture=_field(rng, 48, 48, 6, 6), posterior=rng.uniform(0.9, 1.3) if neutral else rng.uniform(*kd.posterior),
         halo=rng.uniform(1.5, 3.5) if rng.random() < kd.halo_p else 0.0, halo_width=rng.uniform(0.15, 0.35),
         capsule=rng.uniform(*kd.capsule), edge_shadow=rng.uniform(*kd.edge_shadow),
@@ -313,6 +317,8 @@ def _paint_lesion(les: _Lesion, cx: float, cy: float, theta: float, scale: float
 
 @dataclass(frozen=True)
 class _Scene:
+    """One patient: anatomy maps on a wide canvas, the lesion and the scanner settings."""
+
     label: int
     tissue: np.ndarray  # (H, W, 3): echogenicity, specular amplitude, attenuation per px
     margin: int
