@@ -12,6 +12,7 @@ from harness.metrics import PROB_COLUMNS
 from harness.metrics.classification import one_vs_rest_scores, per_class_table
 from harness.metrics.end_to_end import error_propagation_table, is_lesion
 from harness.metrics.segmentation import SEG_METRICS, dice_by_size, summary_table
+from harness.metrics.stats import across_seeds
 from harness.report.loader import RunData
 
 END_TO_END_KEYS = ("dice_all_mean", "dice_mean", "dice_conditional_mean", "missed_lesion_rate", "false_lesion_rate")
@@ -81,7 +82,7 @@ def end_to_end(groups: dict[str, list[RunData]]) -> pd.DataFrame:
     for p, runs in groups.items():
         if runs:
             rows.append({"pipeline": p, "runs": len(runs),
-                         **{k: float(np.nanmean([r.metrics[k] for r in runs])) for k in END_TO_END_KEYS}})
+                         **{k: across_seeds(np.array([r.metrics[k] for r in runs]))["mean"] for k in END_TO_END_KEYS}})
     return pd.DataFrame(rows)
 
 

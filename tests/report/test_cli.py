@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from harness.cli import main
 
 
@@ -23,3 +25,14 @@ def test_missing_run_is_a_clean_error(run_a, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "predictions.csv: not found; run `harness run` first" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_degenerate_run_reports_without_warnings(tmp_path):
+    """A classifier that is always wrong (no correct lesion, no conditional Dice) still reports."""
+    from harness.report.testing import make_dataset, make_run
+
+    images = make_dataset(tmp_path / "data", n=12, seed=3, size=(48, 64))
+    run = make_run(tmp_path / "bad", images, "a", seed=1, accuracy=0.0)
+    assert main(["-q", "report", str(run), "--bootstrap", "30", "--no-gradcam"]) == 0
+    assert (run / "report" / "index.html").exists()
