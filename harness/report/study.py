@@ -93,7 +93,17 @@ def load_study_summaries(study_dir: Path) -> list[StudySummary]:
         return []
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" lines; restored below
+    try:
+        return _summaries(db)
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
+def _summaries(db: Path) -> list[StudySummary]:
+    import optuna
+
     url = f"sqlite:///{db.resolve()}"
     try:
         names = optuna.get_all_study_names(storage=url)
