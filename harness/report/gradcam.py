@@ -162,7 +162,8 @@ def gradcam_figures(groups: dict[str, list[RunData]], provider: ClassifierProvid
         try:
             panels, kind = run_panels(run, provider, n)
         except Exception as e:  # noqa: BLE001 - a missing/incompatible checkpoint must not stop the report
-            reason = getattr(e, "problems", [str(e)])[0]
+            reason = " ".join(str(getattr(e, "problems", [str(e)])[0]).split())
+            reason = reason if len(reason) <= 240 else reason[:237] + "..."
             notes.append(f"Grad-CAM skipped for {run.name} (pipeline {p}): {reason}")
             logger.warning(notes[-1])
             continue
