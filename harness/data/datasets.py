@@ -3,7 +3,9 @@
 - 3-class whole-image classification (pipeline A)      -> :class:`LabelledImages`
 - benign-vs-malignant ROI classification (pipeline B)   -> :class:`LabelledImages` on crops
 - binary lesion segmentation, lesion cases only (A)     -> :class:`MaskedImages`, masks {0,1}
-- 3-class segmentation background/benign/malignant (B)  -> :class:`MaskedImages`, masks {0,1,2}
+- 3-class segmentation background/benign/malignant (B)  -> :class:`MaskedImages` on :func:`class_masks`
+
+The pipelines (``harness.pipelines.a`` / ``b``) choose the rows and targets of each stage.
 
 Arrays come from the decoded-image cache (uint8, already at the stage's size), so an epoch never
 decodes a PNG.
@@ -69,22 +71,3 @@ def class_masks(masks01: np.ndarray, labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     cls = np.where(labels == NORMAL, 0, np.where(labels == MALIGNANT, 2, 1)).astype(np.uint8)
     return (masks01 > 0).astype(np.uint8) * cls[:, None, None]
-
-
-def classification_dataset(images: np.ndarray, labels: np.ndarray, channels: int,
-                           transform: A.Compose | None = None) -> LabelledImages:
-    """Stage input 1 and 4: whole images with 3-class labels, or ROI crops with B/M labels."""
-    return LabelledImages(images, labels, channels, transform)
-
-
-def binary_segmentation_dataset(images: np.ndarray, masks01: np.ndarray, labels: np.ndarray, channels: int,
-                                transform: A.Compose | None = None) -> tuple[MaskedImages, np.ndarray]:
-    """Stage input 2: lesion cases only (paper 4.1). Returns the dataset and the kept row indices."""
-    keep = np.flatnonzero(np.asarray(labels) != NORMAL)
-    return MaskedImages(images[keep], (masks01[keep] > 0).astype(np.uint8), channels, transform), keep
-
-
-def multiclass_segmentation_dataset(images: np.ndarray, masks01: np.ndarray, labels: np.ndarray, channels: int,
-                                    transform: A.Compose | None = None) -> MaskedImages:
-    """Stage input 3: every image, pixels labelled background/benign/malignant."""
-    return MaskedImages(images, class_masks(masks01, labels), channels, transform)

@@ -10,7 +10,7 @@ import numpy as np
 from harness import NORMAL
 from harness.pipelines.base import PIPELINES, Inference, Pipeline, upsample
 from harness.pipelines.context import RunContext
-from harness.pipelines.stages import Stage, classifier_stage, classify, lesion_probability, segmenter_stage
+from harness.pipelines.stages import CLASSIFIER, SEGMENTER, Stage, classify, lesion_probability, train_stage
 
 
 @PIPELINES.register("a")
@@ -24,7 +24,7 @@ class ClassificationFirst(Pipeline):
 
         def clf_data():
             tr, va = ctx.subset(clf_size, split.train), ctx.subset(clf_size, split.val)
-            return (tr[0], tr[2]), (va[0], va[2])
+            return (tr[0], tr[2], tr[2]), (va[0], va[2])
 
         def seg_data():  # lesion cases only (paper 4.1); the sampler balances Benign vs Malignant
             tr, va = ctx.subset(seg_size, split.train), ctx.subset(seg_size, split.val)
@@ -32,8 +32,8 @@ class ClassificationFirst(Pipeline):
             return ((tr[0][keep_tr], tr[1][keep_tr], tr[2][keep_tr]), (va[0][keep_va], va[1][keep_va]))
 
         return {
-            "classifier3": classifier_stage(ctx, "classifier3", cfg.classifier, 3, clf_data),
-            "segmenter_binary": segmenter_stage(ctx, "segmenter_binary", cfg.segmenter, 1, seg_data),
+            "classifier3": train_stage(ctx, "classifier3", CLASSIFIER, cfg.classifier, 3, clf_data),
+            "segmenter_binary": train_stage(ctx, "segmenter_binary", SEGMENTER, cfg.segmenter, 1, seg_data),
         }
 
     def infer(self, ctx: RunContext, stages: dict[str, Stage], ids: Sequence[str]) -> Inference:

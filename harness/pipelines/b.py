@@ -14,7 +14,7 @@ from harness.data.datasets import class_masks
 from harness.pipelines.base import PIPELINES, Inference, Pipeline, upsample
 from harness.pipelines.context import RunContext
 from harness.pipelines.roi import crop_resize, crop_roi, jitter_box, roi_box, tight_box
-from harness.pipelines.stages import Stage, classifier_stage, classify, lesion_probability, segmenter_stage
+from harness.pipelines.stages import CLASSIFIER, SEGMENTER, Stage, classify, lesion_probability, train_stage
 
 TRAIN_CROP_THRESHOLD = 0.5
 """Lesion probability threshold for the classifier's training crops from predicted masks (fixed, so
@@ -41,16 +41,17 @@ class SegmentationFirst(Pipeline):
             tr, va = ctx.subset(seg_size, split.train), ctx.subset(seg_size, split.val)
             return ((tr[0], class_masks(tr[1], tr[2]), tr[2]), (va[0], class_masks(va[1], va[2])))
 
-        seg = segmenter_stage(ctx, "segmenter3", cfg.segmenter, 3, seg_data)
+        seg = train_stage(ctx, "segmenter3", SEGMENTER, cfg.segmenter, 3, seg_data)
 
         def crop_data():
-            return self.training_crops(ctx, seg, split.train), self.training_crops(ctx, seg, split.val)
+            (tr_x, tr_y), val = self.training_crops(ctx, seg, split.train), self.training_crops(ctx, seg, split.val)
+            return (tr_x, tr_y, tr_y), val
 
         roi = cfg.roi
         key = {"crops": roi.train_crops, "train_margin": roi.train_margin,
                "jitter": roi.jitter if roi.train_crops == "ground_truth_jitter" else None,
                "segmenter": seg.record["hash"] if roi.train_crops == "predicted" else None}
-        clf = classifier_stage(ctx, "roi_classifier", cfg.classifier, 2, crop_data, key_parts=key)
+        clf = train_stage(ctx, "roi_classifier", CLASSIFIER, cfg.classifier, 2, crop_data, key_parts=key)
         return {"segmenter3": seg, "roi_classifier": clf}
 
     def training_crops(self, ctx: RunContext, seg: Stage, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

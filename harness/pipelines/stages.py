@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from harness.config import ClassifierConfig, EvalConfig, SegmenterConfig
-from harness.data.datasets import classification_dataset, MaskedImages
+from harness.data.datasets import LabelledImages, MaskedImages
 from harness.data.transforms import train_transform, tta_views
 from harness.engine import fit as engine
 from harness.engine.predict import predict, sigmoid, softmax
@@ -97,62 +97,60 @@ def _obtain(ctx: RunContext, name: str, kind: str, key_parts: dict[str, Any], bu
     return Stage(name, model, {**record, "cached": True})
 
 
-ClassifierData = Callable[[], tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]]
-"""() -> ((train images, labels), (val images, labels)); only called when the stage must train."""
-SegmenterData = Callable[[], tuple[tuple[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]]
-"""() -> ((train images, class masks, sampler labels), (val images, class masks))."""
+StageData = Callable[[], tuple[tuple[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]]
+"""() -> ((train images, targets, sampler labels), (val images, targets)); called only when the stage
+must train. Targets are class labels for a classifier and class-index masks for a segmenter."""
 
 
-def classifier_stage(ctx: RunContext, name: str, cfg: ClassifierConfig, num_classes: int, data: ClassifierData,
-                     key_parts: dict[str, Any] | None = None) -> Stage:
-    """Train (or reuse) a classifier on uint8 images of size ``cfg.image_size`` with integer labels."""
+@dataclass(frozen=True)
+class StageKind:
+    """What differs between training a classifier and a segmenter; the loop around it is shared."""
+
+    name: str
+    metric_name: str
+    build: Callable[[Any, int, int], nn.Module]
+    dataset: Callable[..., Dataset]
+    loss: Callable[[Any, int, np.ndarray], nn.Module]
+    param_groups: Callable[[nn.Module, Any], list[dict]]
+    score: Callable[[torch.Tensor, torch.Tensor], np.ndarray]
+    reduce: Callable[[np.ndarray], float]
+
+
+CLASSIFIER = StageKind(
+    "classifier", "balanced_accuracy", create_classifier, LabelledImages,
+    lambda cfg, n, y: cross_entropy(y if cfg.class_weighting else None, n), classifier_param_groups,
+    engine.classification_score, engine.balanced_accuracy_of)
+SEGMENTER = StageKind(
+    "segmenter", "dice", create_segmenter, MaskedImages,
+    lambda cfg, n, y: HybridLoss(cfg.loss, "binary" if n == 1 else "multiclass"), segmenter_param_groups,
+    engine.dice_score, engine.mean_of)
+
+
+def train_stage(ctx: RunContext, name: str, kind: StageKind, cfg: ClassifierConfig | SegmenterConfig,
+                num_classes: int, data: StageData, key_parts: dict[str, Any] | None = None) -> Stage:
+    """Train (or reuse) one stage on uint8 images at ``cfg.image_size``.
+
+    A classifier gets CE (class-weighted, eq. 1) and differential learning rates; a segmenter the
+    hybrid loss (eq. 6) and the weighted sampler. ``num_classes`` 1 means a binary (sigmoid) segmenter.
+    """
     seed, channels = ctx.config.runtime.seed, ctx.config.data.channels
 
     def build() -> nn.Module:
-        return create_classifier(cfg, num_classes, channels)
+        return kind.build(cfg, num_classes, channels)
 
     def fit_it(model: nn.Module, workdir) -> engine.FitResult:
-        train, val = data()
-        train_ds = classification_dataset(train[0], train[1], channels, train_transform(cfg.augment, seed))
-        val_ds = classification_dataset(val[0], val[1], channels)
-        loss = cross_entropy(train[1] if cfg.class_weighting else None, num_classes)
-        loader = _loader(ctx, train_ds, cfg.optim.batch_size, train[1], seed, cfg.sampler == "weighted")
-        val_loader = DataLoader(val_ds, batch_size=ctx.config.eval.batch_size)
-        validate = lambda m: engine.run_validation(  # noqa: E731
-            m, val_loader, loss, ctx.info, engine.classification_score, engine.balanced_accuracy_of)
-        return engine.fit(model, loader, loss_fn=loss, param_groups=classifier_param_groups(model, cfg),
-                          optim=cfg.optim, validate=validate, info=ctx.info, stage=name, workdir=workdir,
-                          callbacks=ctx.callbacks, progress=ctx.progress)
+        (train_x, train_y, sampler_labels), (val_x, val_y) = data()
+        train_ds = kind.dataset(train_x, train_y, channels, train_transform(cfg.augment, seed))
+        val_loader = DataLoader(kind.dataset(val_x, val_y, channels), batch_size=ctx.config.eval.batch_size)
+        loss = kind.loss(cfg, num_classes, train_y)
+        loader = _loader(ctx, train_ds, cfg.optim.batch_size, sampler_labels, seed, cfg.sampler == "weighted")
+        validate = lambda m: engine.run_validation(m, val_loader, loss, ctx.info, kind.score, kind.reduce)  # noqa: E731
+        return engine.fit(model, loader, loss_fn=loss, param_groups=kind.param_groups(model, cfg), optim=cfg.optim,
+                          validate=validate, info=ctx.info, stage=name, workdir=workdir, callbacks=ctx.callbacks,
+                          progress=ctx.progress)
 
-    parts = {"kind": "classifier", "cfg": cfg.model_dump(mode="json"), "num_classes": num_classes, **(key_parts or {})}
-    return _obtain(ctx, name, "classifier", parts, build, fit_it, "balanced_accuracy")
-
-
-def segmenter_stage(ctx: RunContext, name: str, cfg: SegmenterConfig, num_classes: int, data: SegmenterData,
-                    key_parts: dict[str, Any] | None = None) -> Stage:
-    """Train (or reuse) a segmenter. ``num_classes`` 1 is binary (sigmoid, masks {0,1}); otherwise
-    softmax over class masks. The sampler labels balance the loader (paper: WeightedRandomSampler)."""
-    seed, channels = ctx.config.runtime.seed, ctx.config.data.channels
-    mode = "binary" if num_classes == 1 else "multiclass"
-
-    def build() -> nn.Module:
-        return create_segmenter(cfg, num_classes, channels)
-
-    def fit_it(model: nn.Module, workdir) -> engine.FitResult:
-        train, val = data()
-        train_ds = MaskedImages(train[0], train[1], channels, train_transform(cfg.augment, seed))
-        val_ds = MaskedImages(val[0], val[1], channels)
-        loss = HybridLoss(cfg.loss, mode)
-        loader = _loader(ctx, train_ds, cfg.optim.batch_size, train[2], seed, cfg.sampler == "weighted")
-        val_loader = DataLoader(val_ds, batch_size=ctx.config.eval.batch_size)
-        validate = lambda m: engine.run_validation(  # noqa: E731
-            m, val_loader, loss, ctx.info, engine.dice_score, engine.mean_of)
-        return engine.fit(model, loader, loss_fn=loss, param_groups=segmenter_param_groups(model, cfg),
-                          optim=cfg.optim, validate=validate, info=ctx.info, stage=name, workdir=workdir,
-                          callbacks=ctx.callbacks, progress=ctx.progress)
-
-    parts = {"kind": "segmenter", "cfg": cfg.model_dump(mode="json"), "num_classes": num_classes, **(key_parts or {})}
-    return _obtain(ctx, name, "segmenter", parts, build, fit_it, "dice")
+    parts = {"kind": kind.name, "cfg": cfg.model_dump(mode="json"), "num_classes": num_classes, **(key_parts or {})}
+    return _obtain(ctx, name, kind.name, parts, build, fit_it, kind.metric_name)
 
 
 def classify(ctx: RunContext, stage: Stage, images: np.ndarray, ev: EvalConfig) -> np.ndarray:
