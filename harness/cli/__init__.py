@@ -56,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in e.problems:
             print(f"error: {line}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `harness study status DIR | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted; what was already computed is kept on disk.", file=sys.stderr)
         return 130
