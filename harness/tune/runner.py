@@ -355,8 +355,9 @@ def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None,
         study = optuna.load_study(study_name=spec.name, storage=storage)
         raise ConfigError(f"{paths.root}: study {spec.name} already has {len(study.trials)} trials in {url}; "
                           f"pass --resume to continue it, or choose another --out.")
-    paths.spec.write_text(yaml.safe_dump(json.loads(spec.model_dump_json()), sort_keys=False))
     data_root = prepare_data(spec, data_dir)
+    spec = spec.model_copy(update={"data": spec.data.model_copy(update={"dir": data_root})})
+    paths.spec.write_text(yaml.safe_dump(json.loads(spec.model_dump_json()), sort_keys=False))  # resume needs no --data
     finished, requeued = reconcile(spec, storage)
     if requeued:
         logger.info("resuming: %d finished trials kept, %d interrupted trial(s) queued again", finished, requeued)
