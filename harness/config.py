@@ -117,6 +117,8 @@ class SegmenterConfig(Strict):
     encoder: str = "efficientnet-b7"
     image_size: int = Field(320, ge=32, le=2048)
     pretrained: bool = True
+    decoder_channels: tuple[int, int, int, int, int] | None = Field(
+        None, description="U-Net++ decoder widths; None = smp's default (256, 128, 64, 32, 16)")
     lr: float = Field(1e-4, gt=0)
     loss: LossWeights = LossWeights()
     sampler: Literal["random", "weighted"] = Field("weighted", description="paper: weighted")

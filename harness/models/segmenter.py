@@ -40,8 +40,9 @@ def create_segmenter(cfg: SegmenterConfig, num_classes: int, in_chans: int = 3) 
     check_segmenter(cfg)
 
     def build(pretrained: bool) -> nn.Module:
+        extra = {"decoder_channels": list(cfg.decoder_channels)} if cfg.decoder_channels else {}
         return smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights="imagenet" if pretrained else None,
-                                in_channels=in_chans, classes=num_classes)
+                                in_channels=in_chans, classes=num_classes, **extra)
 
     local = local_weights(cfg.encoder) if cfg.pretrained else None
     if local is not None:

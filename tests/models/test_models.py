@@ -63,3 +63,11 @@ def test_pretrained_from_local_weights_dir(tmp_path, monkeypatch):
     loaded = create_classifier(ClassifierConfig(backbone="test_efficientnet", pretrained=True), 3)
     for (k, a), b in zip(source.backbone.state_dict().items(), loaded.backbone.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_segmenter_decoder_channels_shrink_the_model():
+    small = create_segmenter(SegmenterConfig(encoder="tu-mobilenetv3_small_050", pretrained=False, image_size=64,
+                                             decoder_channels=(32, 32, 16, 16, 8)), 3)
+    default = create_segmenter(SegmenterConfig(encoder="tu-mobilenetv3_small_050", pretrained=False, image_size=64), 3)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in default.parameters()) / 3
+    assert small(torch.randn(1, 3, 64, 64)).shape == (1, 3, 64, 64)
