@@ -170,9 +170,10 @@ def _quickstart(args: argparse.Namespace) -> int:
     if not (args.data / "training_metadata.xlsx").exists():
         from harness.data.synth import synthesize
 
-        print(f"synthesising {args.images} breast-ultrasound images into {args.data} ...")
-        s = synthesize(args.data, n_images=args.images, size=256, seed=0, progress=True)
-        print(f"  {s.counts} in {s.seconds:.1f}s")
+        import sys
+
+        logger.info("synthesising %d breast-ultrasound images into %s ...", args.images, args.data)
+        synthesize(args.data, n_images=args.images, size=256, seed=0, progress=sys.stderr.isatty())
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
     spec = load_study(Path("studies/quickstart.yaml") if Path("studies/quickstart.yaml").exists() else "quickstart")

@@ -101,10 +101,11 @@ def bootstrap_replicates(
 # Across seeds
 
 
-def across_seeds(values: np.ndarray, level: float = 0.95) -> dict[str, float]:
+def across_seeds(values: np.ndarray, level: float = 0.95, bounds: tuple[float, float] | None = None) -> dict[str, float]:
     """Mean, std (ddof=1) and t-based CI of the mean of one metric over runs/seeds (NaN ignored).
 
-    With one run the std and CI are NaN: one seed says nothing about seed variance.
+    With one run the std and CI are NaN: one seed says nothing about seed variance. ``bounds`` clips
+    the CI to the metric's range (with 2-3 seeds a t interval easily leaves [0, 1]).
     """
     v = np.asarray(values, dtype=float).ravel()
     v = v[~np.isnan(v)]
@@ -116,7 +117,10 @@ def across_seeds(values: np.ndarray, level: float = 0.95) -> dict[str, float]:
         return {"mean": mean, "std": nan, "ci_low": nan, "ci_high": nan, "n": 1}
     std = float(v.std(ddof=1))
     half = float(sps.t.ppf((1 + level) / 2, df=v.size - 1) * std / np.sqrt(v.size))
-    return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": int(v.size)}
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"mean": mean, "std": std, "ci_low": low, "ci_high": high, "n": int(v.size)}
 
 
 # ------------------------------------------------------------------------------------------------

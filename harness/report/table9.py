@@ -81,7 +81,8 @@ def _pipeline_columns(runs: list[RunData], n_boot: int, seed: int, level: float)
     boot = _bootstrap(runs, n_boot, seed, level)
     out = {}
     for row in TABLE9_ROWS:
-        s = across_seeds(np.array([r.metrics[row.key] for r in runs]), level)
+        bounds = (-1.0, 1.0) if row.key == "cohen_kappa" else (0.0, 1.0)  # every Table 9 metric is bounded
+        s = across_seeds(np.array([r.metrics[row.key] for r in runs]), level, bounds)
         lo, hi = boot.get(row.key, (nan, nan))
         out[row.key] = {"": s["mean"], "_ci_low": lo, "_ci_high": hi, "_std": s["std"],
                         "_seed_ci_low": s["ci_low"], "_seed_ci_high": s["ci_high"], "_runs": len(runs)}

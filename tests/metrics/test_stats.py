@@ -83,3 +83,12 @@ def test_wilcoxon_hand_cases():
     assert with_nan.pvalue == pytest.approx(r.pvalue) and with_nan.n == 5
     with pytest.raises(ValueError, match="no complete pairs"):
         T.wilcoxon(np.array([np.nan]), np.array([1.0]))
+
+
+def test_across_seeds_ci_clipped_to_bounds():
+    from harness.metrics.stats import across_seeds
+
+    wide = across_seeds(np.array([0.2, 0.9]))
+    assert wide["ci_low"] < 0 and wide["ci_high"] > 1  # t with 1 degree of freedom
+    clipped = across_seeds(np.array([0.2, 0.9]), bounds=(0.0, 1.0))
+    assert (clipped["ci_low"], clipped["ci_high"]) == (0.0, 1.0) and clipped["mean"] == wide["mean"]
