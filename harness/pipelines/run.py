@@ -2,7 +2,8 @@
 
 The same function serves `harness run`, a Ray Tune trial and a W&B agent. Run directory contract:
 ``config.yaml``, ``metrics.json`` (validation), ``metrics_test.json`` (when the split has a test
-part), ``predictions.csv``, ``pred_masks/<image_id>.png`` (original size), ``stages/<stage>.json``;
+part), ``predictions.csv``, ``pred_masks/<image_id>.png`` (original size), ``stages/<stage>.json``,
+``run.json`` (wall time, stages trained, device);
 stage checkpoints live in the stage store (``RUN_DIR/checkpoints`` unless a shared store is given).
 """
 
@@ -75,6 +76,12 @@ def evaluate(ctx: RunContext, inference: Inference, subset: str, out_dir: Path) 
     return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
@@ -117,6 +124,9 @@ def run_trial(config: RunConfig, out_dir: Path, *, data_dir: Path | None = None,
     pd.concat(tables).to_csv(out_dir / "predictions.csv", index=False)
     release_memory()
     seconds = time.perf_counter() - t0
+    (out_dir / "run.json").write_text(json.dumps({
+        "seconds": seconds, "trained_stages": [n for n, s in stages.items() if not s.cached],
+        "device": str(info.device), "threads": torch_threads(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
     logger.info("run %s (pipeline %s) done in %.1fs: balanced accuracy %.3f, lesion Dice %.3f -> %s", config.name,
                 config.pipeline, seconds, results["val"].get("balanced_accuracy", np.nan),
                 results["val"].get("dice_mean", np.nan), out_dir)

@@ -53,7 +53,8 @@ class FloatParam(_Param):
         return self
 
     def suggest(self, trial: Any, name: str) -> float:
-        return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
+        value = trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
+        return round(value, 10) if self.step is not None else value  # 0.6000000000000001 -> 0.6
 
     def grid(self) -> list[float]:
         if self.step is None:

@@ -38,7 +38,7 @@ def read_png(path) -> np.ndarray:
 @pytest.mark.parametrize("pipeline", ["a", "b"])
 def test_run_dir_contract(runs, pipeline):
     run_dir = runs[pipeline].run_dir
-    for name in ("config.yaml", "metrics.json", "predictions.csv"):
+    for name in ("config.yaml", "metrics.json", "predictions.csv", "run.json"):
         assert (run_dir / name).is_file()
     stages = {"a": {"classifier3", "segmenter_binary"}, "b": {"segmenter3", "roi_classifier"}}[pipeline]
     assert {p.stem for p in (run_dir / "stages").glob("*.json")} == stages

@@ -34,7 +34,7 @@ def test_conditional_params_only_for_their_pipeline():
         assert ("roi.margin" in params) == (pipeline == "b")
         assert "eval.tta" in params
         if pipeline == "b":
-            assert params["roi.margin"] in (0.0, 0.1, 0.2, 0.30000000000000004, 0.3, 0.4)
+            assert params["roi.margin"] in (0.0, 0.1, 0.2, 0.3, 0.4)
 
 
 def test_simplex_weights_sum_to_one():
