@@ -240,34 +240,32 @@ def _cuda_available() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-class _Progress:
-    """One log line per finished trial plus a tqdm bar when on a terminal."""
+def progress_callback(total: int, label: str):
+    """A Tune callback: one log line per finished trial, plus a tqdm bar when on a terminal."""
+    from ray import tune
+    from tqdm.auto import tqdm
 
-    def __new__(cls, total: int, label: str):
-        from ray import tune
-        from tqdm.auto import tqdm
+    class Progress(tune.Callback):
+        def __init__(self) -> None:
+            self.bar = tqdm(total=total, desc=label, disable=not os.isatty(2), leave=False)
+            self.done = 0
 
-        class Cb(tune.Callback):
-            def __init__(self) -> None:
-                self.bar = tqdm(total=total, desc=label, disable=not os.isatty(2), leave=False)
-                self.done = 0
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.done += 1
+            r = trial.last_result or {}
+            what = "stopped early" if not r.get("final") else ", ".join(
+                f"{k}={r[k]:.3f}" for k in ("balanced_accuracy", "dice_mean") if isinstance(r.get(k), float))
+            cfg = trial.config.get("_pipeline") or trial.config.get("run", {}).get("pipeline")
+            logger.info("%s %d/%d done (pipeline %s): %s", label, self.done, total, cfg, what)
+            self.bar.update(1)
 
-            def on_trial_complete(self, iteration, trials, trial, **info):
-                self.done += 1
-                r = trial.last_result or {}
-                what = "stopped early" if not r.get("final") else ", ".join(
-                    f"{k}={r[k]:.3f}" for k in ("balanced_accuracy", "dice_mean") if isinstance(r.get(k), float))
-                cfg = trial.config.get("_pipeline") or trial.config.get("run", {}).get("pipeline")
-                logger.info("%s %d/%d done (pipeline %s): %s", label, self.done, total, cfg, what)
-                self.bar.update(1)
+        def on_trial_error(self, iteration, trials, trial, **info):
+            logger.warning("%s: trial %s failed (see %s)", label, trial.trial_id, trial.local_path)
 
-            def on_trial_error(self, iteration, trials, trial, **info):
-                logger.warning("%s: trial %s failed (see %s)", label, trial.trial_id, trial.local_path)
+        def on_experiment_end(self, trials, **info):
+            self.bar.close()
 
-            def on_experiment_end(self, trials, **info):
-                self.bar.close()
-
-        return Cb()
+    return Progress()
 
 
 def run_search(spec: StudySpec, paths: StudyPaths, *, data_dir: Path | None, storage: optuna.storages.BaseStorage,
@@ -293,7 +291,7 @@ def run_search(spec: StudySpec, paths: StudyPaths, *, data_dir: Path | None, sto
                                     time_budget_s=spec.time_budget_minutes * 60 if spec.time_budget_minutes else None),
         run_config=tune.RunConfig(name=f"search-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(paths.ray.resolve()),
                                   failure_config=tune.FailureConfig(max_failures=spec.max_failures), verbose=0,
-                                  callbacks=[_Progress(remaining, "trial")]),
+                                  callbacks=[progress_callback(remaining, "trial")]),
     )
     tuner.fit()
 
@@ -316,7 +314,7 @@ def run_final(spec: StudySpec, paths: StudyPaths, best: dict[str, optuna.trial.F
                        run_config=tune.RunConfig(name=f"final-{time.strftime('%Y%m%d-%H%M%S')}",
                                                  storage_path=str(paths.ray.resolve()), verbose=0,
                                                  failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                                                 callbacks=[_Progress(len(runs), "final run")]))
+                                                 callbacks=[progress_callback(len(runs), "final run")]))
     tuner.fit()
     return [paths.final / f"{r['pipeline']}-seed{r['seed']}" for r in runs]
 
