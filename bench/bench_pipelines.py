@@ -42,9 +42,11 @@ def stage_rows(result, preset: str, steps: int | None = None, batch: int | None 
         per_epoch = sum(h["seconds"] for h in hist) / max(len(hist), 1)
         row = {"preset": preset, "stage": name, "epochs": rec["epochs"], "s_per_epoch": per_epoch,
                "best": rec["best_metric"], "metric": rec["metric_name"]}
-        if steps:
-            row["s_per_step"] = per_epoch / steps
-            row["s_per_epoch_extrapolated"] = per_epoch / steps * max(1, n_train // batch)
+        if steps:  # an epoch here = `steps` optimisation steps + a full validation pass
+            train_s = sum(h["train_seconds"] for h in hist) / max(len(hist), 1)
+            row["s_per_step"] = train_s / steps
+            row["s_validation"] = per_epoch - train_s
+            row["s_per_epoch_extrapolated"] = train_s / steps * max(1, n_train // batch) + row["s_validation"]
         rows.append(row)
     return rows
 
@@ -93,12 +95,13 @@ def main() -> None:
             metrics[preset] = {"wall_s": time.perf_counter() - t0}
 
     print(f"\n## Stage timings ({args.threads} thread(s), data {data})\n")
-    print("| preset | stage | epochs | s/epoch | s/step | s/epoch (extrapolated) | best val metric |")
-    print("|---|---|---|---|---|---|---|")
+    print("| preset | stage | epochs | s/epoch | s/step | s/validation pass | s/epoch (extrapolated) | best val metric |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in stages:
         step = f"{r['s_per_step']:.2f}" if "s_per_step" in r else ""
+        val = f"{r['s_validation']:.1f}" if "s_validation" in r else ""
         extra = f"{r['s_per_epoch_extrapolated']:.0f}" if "s_per_epoch_extrapolated" in r else ""
-        print(f"| {r['preset']} | {r['stage']} | {r['epochs']} | {r['s_per_epoch']:.2f} | {step} | {extra} | "
+        print(f"| {r['preset']} | {r['stage']} | {r['epochs']} | {r['s_per_epoch']:.2f} | {step} | {val} | {extra} | "
               f"{r['metric']} {r['best']:.3f} |")
     print("\n## Validation metrics of the tiny runs\n")
     for preset, m in metrics.items():

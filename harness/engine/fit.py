@@ -112,11 +112,12 @@ def fit(
         epoch = state["epoch"] + 1
         t0 = time.perf_counter()
         train_loss = _train_epoch(model, train_loader, loss_fn, optimizer, scaler, info, optim, stage, epoch, best_path)
+        train_seconds = time.perf_counter() - t0
         val_loss, metric = validate(model)
         scheduler.step(metric if math.isfinite(metric) else -math.inf)
         seconds = time.perf_counter() - t0
         record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_metric": metric,
-                  "lr": optimizer.param_groups[-1]["lr"], "seconds": seconds}
+                  "lr": optimizer.param_groups[-1]["lr"], "seconds": seconds, "train_seconds": train_seconds}
         state["history"].append(record)
         state["seconds"] += seconds
         if metric > state["best_metric"]:

@@ -83,6 +83,7 @@ def _obtain(ctx: RunContext, name: str, kind: str, key_parts: dict[str, Any], bu
                           "seconds": time.perf_counter() - t0, "stopped_early": result.stopped_early,
                           "history": result.history}
                 ctx.store.commit(name, key, record)
+                (workdir / "last.pt").unlink(missing_ok=True)  # only needed to resume; ~3x the model size
                 logger.info("%s: trained %d epochs in %.1fs, best %s %.4f (epoch %d)", name, result.epochs,
                             record["seconds"], metric_name, result.best_metric, result.best_epoch)
                 return Stage(name, model.eval(), {**record, "cached": False})

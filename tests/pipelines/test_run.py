@@ -45,6 +45,7 @@ def test_run_dir_contract(runs, pipeline):
     for name in stages:
         rec = json.loads((run_dir / "stages" / f"{name}.json").read_text())
         assert Path(rec["checkpoint"]).is_file() and rec["epochs"] == 2 and len(rec["history"]) == 2
+        assert not (Path(rec["checkpoint"]).parent / "last.pt").exists(), "resume state dropped once complete"
     pred = pd.read_csv(run_dir / "predictions.csv")
     assert list(pred.columns[:10]) == ["subset", "image_id", "label", "pred_label", "prob_benign", "prob_malignant",
                                        "prob_normal", "dice", "iou", "precision"]
