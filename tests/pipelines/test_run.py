@@ -88,9 +88,23 @@ def test_never_evaluates_training_images(runs, pipeline, data):
     assert not set(pred.image_id) & set(split["subsets"]["train"])
 
 
-def test_pipeline_a_normal_prediction_means_empty_mask(runs):
-    pred = pd.read_csv(runs["a"].run_dir / "predictions.csv")
-    assert (pred.loc[pred.pred_label == 2, "pred_pixels"] == 0).all()
+def test_pipeline_a_segments_only_images_predicted_benign_or_malignant(runs, data, tmp_path, monkeypatch):
+    import harness.pipelines.a as pipeline_a
+
+    def fake_classify(ctx, stage, images, ev):  # every other image predicted Normal, the rest Malignant
+        probs = np.zeros((len(images), 3))
+        probs[0::2, 2] = 1.0
+        probs[1::2, 1] = 1.0
+        return probs
+
+    monkeypatch.setattr(pipeline_a, "classify", fake_classify)
+    cfg = load_run_config("tiny-a", TINY + ["eval.mask_threshold=0.01"])  # any lesion probability counts
+    res = run_trial(cfg, tmp_path / "a_fake", data_dir=data, store_root=runs["a"].run_dir.parent / "store")
+    assert res.trained_stages == []
+    pred = pd.read_csv(res.run_dir / "predictions.csv")
+    normal, lesion = pred.iloc[0::2], pred.iloc[1::2]
+    assert (normal.pred_label == 2).all() and (normal.pred_pixels == 0).all()
+    assert (lesion.pred_label == 1).all() and (lesion.pred_pixels > 0).any()
 
 
 def test_pipeline_b_lesion_threshold_decides_normal(runs, data, tmp_path):
