@@ -8,6 +8,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import optuna
@@ -22,38 +23,41 @@ def _pg_bin(name: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory):
+def postgres_url():
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not initdb or not pg_ctl:
         pytest.skip("PostgreSQL server binaries not installed (Debian package `postgresql`)")
     pytest.importorskip("psycopg2")
     as_user: list[str] = []
-    root = tmp_path_factory.mktemp("pg")
+    # not under pytest's basetemp: /tmp/pytest-of-<user> is private, the server user could not enter it
+    root = Path(tempfile.mkdtemp(prefix="harness-pg-"))
     if os.geteuid() == 0:  # initdb refuses to run as root
         try:
             pw = pwd.getpwnam("postgres")
         except KeyError:
             pytest.skip("running as root and there is no `postgres` user to run the server")
         os.chown(root, pw.pw_uid, pw.pw_gid)
-        for parent in root.parents:  # the server user must reach its data directory
-            if str(parent).startswith(str(tmp_path_factory.getbasetemp().parent)):
-                os.chmod(parent, os.stat(parent).st_mode | 0o011)
         as_user = ["runuser", "-u", "postgres", "--"]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     data = root / "data"
-    subprocess.run(as_user + [initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], check=True,
-                   capture_output=True)
-    subprocess.run(as_user + [pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-                              f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"], check=True,
-                   capture_output=True)
+
+    def run(*cmd: str) -> None:
+        done = subprocess.run(as_user + list(cmd), capture_output=True, text=True)
+        assert done.returncode == 0, f"{' '.join(cmd)} failed: {done.stderr.strip() or done.stdout.strip()}"
+
     try:
-        subprocess.run(as_user + [_pg_bin("createdb") or "createdb", "-h", "127.0.0.1", "-p", str(port), "-U",
-                                  "postgres", "optuna"], check=True, capture_output=True)
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/optuna"
+        run(initdb, "-D", str(data), "-A", "trust", "-U", "postgres")
+        run(pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")
+        try:
+            run(_pg_bin("createdb") or "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optuna")
+            yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/optuna"
+        finally:
+            subprocess.run(as_user + [pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
     finally:
-        subprocess.run(as_user + [pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_study_in_postgresql(postgres_url, make_dataset, tmp_path):
