@@ -228,8 +228,9 @@ def _init_ray(address: str | None, ray_init: dict[str, Any] | None) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # verbose=0 then really is quiet; progress is ours
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
                               "log_to_driver": logger.isEnabledFor(logging.DEBUG)}
-    if address:
-        kwargs["address"] = address
+    # without --address a *new* local instance: plain ray.init() would attach to the last cluster started
+    # on this machine (/tmp/ray/ray_current_cluster), even a dead one or somebody else's
+    kwargs["address"] = address or "local"
     kwargs.update(ray_init or {})
     ray.init(**kwargs)
 

@@ -223,8 +223,9 @@ def test_killed_driver_resumes_to_the_requested_count_without_duplicates(data, t
     env = {**os.environ, "WANDB_MODE": "offline"}
     cmd = [sys.executable, "-m", "harness", "-q", "study", "run", str(spec_path), "--data", str(data), "--out", str(out),
            "--no-report"]
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
+    log = tmp_path / "driver.log"
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
     try:
         while time.time() < deadline:
             time.sleep(0.5)
@@ -235,7 +236,7 @@ def test_killed_driver_resumes_to_the_requested_count_without_duplicates(data, t
                 except (KeyError, Exception):  # noqa: BLE001 - the study may not exist yet
                     continue
         else:
-            pytest.fail("the study did not finish 2 trials in time")
+            pytest.fail("the study did not finish 2 trials in time; driver log:\n" + log.read_text()[-3000:])
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
