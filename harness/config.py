@@ -7,6 +7,7 @@ every problem reported together (see :func:`load_run_config`).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from importlib import resources
@@ -275,8 +276,17 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any]) 
                 child = {}
                 node[k] = child
             node = child
-        node[keys[-1]] = value
+        _merge(node, keys[-1], copy.deepcopy(value))
     return out
+
+
+def _merge(node: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``node[key] = value``; a mapping merges into an existing mapping instead of replacing it."""
+    if isinstance(value, dict) and isinstance(node.get(key), dict):
+        for k, v in value.items():
+            _merge(node[key], k, v)
+    else:
+        node[key] = value
 
 
 def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

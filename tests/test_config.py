@@ -75,3 +75,13 @@ def test_config_hash_depends_on_sections():
     a, b = load_run_config("tiny-b"), load_run_config("tiny-b", ["eval.tta=false"])
     assert a.hash("segmenter", "classifier") == b.hash("segmenter", "classifier")
     assert a.hash() != b.hash()
+
+
+def test_mapping_overrides_merge_and_do_not_alias():
+    from harness.config import apply_overrides
+
+    raw = {"data": {"split": "x", "columns": {"label": "dx"}}}
+    value = {"columns": {"patient_id": "case"}}
+    out = apply_overrides(raw, {"data": value, "data.val_fraction": 0.3})
+    assert out["data"] == {"split": "x", "columns": {"label": "dx", "patient_id": "case"}, "val_fraction": 0.3}
+    assert value == {"columns": {"patient_id": "case"}} and raw["data"]["columns"] == {"label": "dx"}

@@ -70,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, help="dataset directory (default: the study's data.dir or data/synth)")
+    p.add_argument("--columns", help="metadata column mapping, e.g. label=diagnosis,patient_id=case")
     p.add_argument("--out", type=Path, help="study directory (default: runs/studies/<name>)")
     p.add_argument("--address", help="Ray cluster address; `auto` joins a running cluster (default: local Ray)")
     p.add_argument("--storage", help="Optuna RDB URL, e.g. postgresql://user@host/db (default: sqlite in STUDY_DIR)")
@@ -108,6 +109,10 @@ def _run(args: argparse.Namespace) -> int:
     from harness.tune.study import load_study
 
     spec = load_study(args.study, _overrides(args.overrides))
+    if args.columns:
+        from harness.cli.common import parse_columns
+
+        spec = spec.model_copy(update={"overrides": {**spec.overrides, "data.columns": parse_columns(args.columns)}})
     study_dir = args.out or Path("runs/studies") / spec.name
     return _execute(spec, study_dir, args, args.resume)
 

@@ -256,3 +256,22 @@ def test_killed_driver_resumes_to_the_requested_count_without_duplicates(data, t
     for t in retried:
         original = study.trials[t.user_attrs["retry_of"]]
         assert t.params == original.params, "an interrupted trial runs again with the same parameters"
+
+
+def test_study_on_a_dataset_with_other_column_names(make_dataset, tmp_path):
+    import ray
+
+    from harness.cli import main
+
+    data = make_dataset(tmp_path / "ds", n=24, size=40, columns={"label": "diagnosis", "patient_id": "case"})
+    spec = fast_spec(pipelines=["b"], trials=1, final={"enabled": False}, wandb={"enabled": False})
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(json.loads(spec.model_dump_json())))
+    ray.shutdown()
+    try:
+        code = main(["-q", "study", "run", str(path), "--data", str(data), "--out", str(tmp_path / "out"),
+                     "--columns", "label=diagnosis,patient_id=case", "--no-report"])
+    finally:
+        ray.shutdown()
+    assert code == 0
+    assert len(complete_trials(tmp_path / "out")[0]) == 1
