@@ -106,10 +106,14 @@ class RunContext:
 
 
 def prepare(config: RunConfig, info: DeviceInfo, store_root: Path, *, data_dir: Path | None = None,
-            callbacks: Sequence[EpochCallback] = (), progress: bool = False) -> RunContext:
-    """Check the dataset, load (or create and announce) the split, and set up the stage store."""
+            callbacks: Sequence[EpochCallback] = (), progress: bool = False, check_data: bool = True) -> RunContext:
+    """Check the dataset, load (or create and announce) the split, and set up the stage store.
+
+    ``check_data=False`` skips the full dataset check (every mask decoded) when the caller already
+    ran it, e.g. a study's trials after the driver checked once.
+    """
     root = resolve_data_dir(config, data_dir)
-    index = load_index(root, config.data.columns or None, check=True)
+    index = load_index(root, config.data.columns or None, check=check_data)
     split = get_or_create_split(index, config.data.split, config.data.val_fraction, config.data.test_fraction,
                                 config.data.split_seed)
     overlap = set(split.train) & (set(split.val) | set(split.test))

@@ -88,7 +88,7 @@ def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
 
 def run_trial(config: RunConfig, out_dir: Path, *, data_dir: Path | None = None, store_root: Path | None = None,
               callbacks: Sequence[EpochCallback] = (), progress: bool | None = None,
-              subsets: Sequence[str] = ("val", "test")) -> TrialResult:
+              subsets: Sequence[str] = ("val", "test"), check_data: bool = True) -> TrialResult:
     """Train (or reuse) every stage of ``config.pipeline`` and evaluate it; see the module docstring.
 
     ``subsets`` limits evaluation (a study's search trials evaluate ``val`` only: select on
@@ -102,7 +102,7 @@ def run_trial(config: RunConfig, out_dir: Path, *, data_dir: Path | None = None,
     configure_torch(config.runtime, info)
     show = show_progress(config.runtime.progress) if progress is None else progress
     ctx = prepare(config, info, Path(store_root) if store_root else out_dir / "checkpoints", data_dir=data_dir,
-                  callbacks=callbacks, progress=show)
+                  callbacks=callbacks, progress=show, check_data=check_data)
     pipeline = create_pipeline(config.pipeline)
     stages = pipeline.train(ctx)
     stage_dir = out_dir / "stages"

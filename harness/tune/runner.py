@@ -68,7 +68,8 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 
 def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run_dir: Path, *, store: Path,
                   data_dir: Path | None, subsets: tuple[str, ...], report: Any = None, tracker_dir: Path | None = None,
-                  tracker_name: str | None = None, threads: int | None = None) -> dict[str, Any]:
+                  tracker_name: str | None = None, threads: int | None = None,
+                  check_data: bool = True) -> dict[str, Any]:
     """Run one trial: config from the spec, `run_trial`, W&B tracking, optional per-epoch `report`.
 
     Shared by Ray trials, final re-runs and ``harness trial`` (W&B agent).
@@ -99,7 +100,7 @@ def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run
 
     try:
         result = run_trial(config, run_dir, data_dir=data_dir, store_root=store, callbacks=[on_epoch],
-                           subsets=subsets, progress=False)
+                           subsets=subsets, progress=False, check_data=check_data)
     except BaseException:
         tracker.finish({}, failed=True)
         raise
@@ -134,7 +135,8 @@ def ray_trainable(config: dict[str, Any], spec_json: str, study_dir: str, data_d
     _write_trial_info(run_dir, trial_id, required)
     result = execute_trial(spec, pipeline, overrides, run_dir, store=paths.store, data_dir=Path(data_dir) if data_dir else None,
                            subsets=subsets, report=tune.report if mode != "final" else None, tracker_dir=paths.wandb,
-                           tracker_name=name or run_dir.name, threads=cpus)
+                           tracker_name=name or run_dir.name, threads=cpus,
+                           check_data=False)  # the driver checked the dataset once in prepare_data
     tune.report(result)
 
 
