@@ -8,7 +8,6 @@ every problem reported together (see :func:`load_run_config`).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -191,13 +190,6 @@ class RunConfig(Strict):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
-
-    def hash(self, *sections: str) -> str:
-        """Stable short hash of the named sections (all when none are named)."""
-        dump = self.to_dict()
-        part = {k: dump[k] for k in sections} if sections else dump
-        blob = json.dumps(part, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,12 +71,6 @@ def test_bad_override_syntax():
         load_run_config("tiny-a", ["roi.margin"])
 
 
-def test_config_hash_depends_on_sections():
-    a, b = load_run_config("tiny-b"), load_run_config("tiny-b", ["eval.tta=false"])
-    assert a.hash("segmenter", "classifier") == b.hash("segmenter", "classifier")
-    assert a.hash() != b.hash()
-
-
 def test_mapping_overrides_merge_and_do_not_alias():
     from harness.config import apply_overrides
 

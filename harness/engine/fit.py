@@ -8,7 +8,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -219,9 +219,3 @@ def dice_score(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
 
 def mean_of(rows: np.ndarray) -> float:
     return float(np.mean(rows)) if len(rows) else float("nan")
-
-
-def fit_summary(result: FitResult) -> dict[str, Any]:
-    d = asdict(result)
-    d["checkpoint"] = str(result.checkpoint)
-    return d

@@ -16,7 +16,6 @@ from harness.pipelines.stages import CLASSIFIER, SEGMENTER, Stage, classify, les
 @PIPELINES.register("a")
 class ClassificationFirst(Pipeline):
     name = "a"
-    stage_names = ("classifier3", "segmenter_binary")
 
     def train(self, ctx: RunContext) -> dict[str, Stage]:
         cfg, split = ctx.config, ctx.split

@@ -31,7 +31,6 @@ def lesion_pixel_threshold(cfg: RunConfig) -> int:
 @PIPELINES.register("b")
 class SegmentationFirst(Pipeline):
     name = "b"
-    stage_names = ("segmenter3", "roi_classifier")
 
     def train(self, ctx: RunContext) -> dict[str, Stage]:
         cfg, split = ctx.config, ctx.split
@@ -94,4 +93,4 @@ class SegmentationFirst(Pipeline):
         score = maps.reshape(len(ids), -1).max(1)  # image-level lesion confidence
         probs = np.stack([score * bm[:, 0], score * bm[:, 1], 1 - score], axis=1)
         pred = np.where(present, np.where(bm[:, 1] > bm[:, 0], MALIGNANT, BENIGN), NORMAL)
-        return Inference(list(ids), probs, pred, masks, extra={"lesion_pixels": pixels, "lesion_score": score})
+        return Inference(list(ids), probs, pred, masks)

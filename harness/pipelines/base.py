@@ -22,14 +22,12 @@ class Inference:
     probs: np.ndarray  # (N, 3) over Benign, Malignant, Normal
     pred_labels: np.ndarray  # (N,)
     masks: list[np.ndarray]  # bool (H, W) at each image's ORIGINAL size
-    extra: dict[str, np.ndarray] | None = None
 
 
 class Pipeline(ABC):
     """A diagnostic pipeline: ``train`` returns its stages, ``infer`` runs them on images."""
 
     name: str = ""
-    stage_names: tuple[str, ...] = ()
 
     @abstractmethod
     def train(self, ctx: RunContext) -> dict[str, Stage]:

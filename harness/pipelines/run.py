@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from harness.config import RunConfig, dump_yaml
 from harness.data.io import write_mask
@@ -76,12 +77,6 @@ def evaluate(ctx: RunContext, inference: Inference, subset: str, out_dir: Path) 
     return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
 
 
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
 def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
@@ -126,7 +121,7 @@ def run_trial(config: RunConfig, out_dir: Path, *, data_dir: Path | None = None,
     seconds = time.perf_counter() - t0
     (out_dir / "run.json").write_text(json.dumps({
         "seconds": seconds, "trained_stages": [n for n, s in stages.items() if not s.cached],
-        "device": str(info.device), "threads": torch_threads(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
+        "device": str(info.device), "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
     logger.info("run %s (pipeline %s) done in %.1fs: balanced accuracy %.3f, lesion Dice %.3f -> %s", config.name,
                 config.pipeline, seconds, results["val"].get("balanced_accuracy", np.nan),
                 results["val"].get("dice_mean", np.nan), out_dir)

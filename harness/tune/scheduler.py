@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 
 def trial_pipeline(trial: Any) -> str:
@@ -50,5 +50,3 @@ class PerPipelineASHA(FIFOScheduler):
     def debug_string(self) -> str:
         return "; ".join(f"{p}: {s.debug_string()}" for p, s in self._schedulers.items()) or "PerPipelineASHA"
 
-
-__all__ = ["PerPipelineASHA", "TrialScheduler", "trial_pipeline"]

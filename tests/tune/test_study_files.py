@@ -74,3 +74,11 @@ def test_cli_bad_study_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("error:") >= 2 and "Traceback" not in err
     assert main(["study", "status", str(tmp_path / "nothing")]) == 2
+
+
+def test_simplex_field_typos_are_caught_before_trials(tmp_path):
+    path = tmp_path / "simplex.yaml"
+    path.write_text(yaml.safe_dump({"pipelines": ["a"], "base": {"a": "tiny-a"}, "trials": 2, "search_space": {
+        "simplex": [{"fields": ["segmenter.loss.dice", "segmenter.loss.focall"]}]}}))
+    with pytest.raises(ConfigError, match=r"simplex\[0\].*focall.*Did you mean \"focal\""):
+        load_study(path)
