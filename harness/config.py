@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import ConfigError, did_you_mean
 
@@ -132,6 +132,16 @@ class SegmenterConfig(Strict):
         return self
 
 
+class JointConfig(SegmenterConfig):
+    """Pipeline C: one multi-task U-Net++ (the fields of ``segmenter``) with a classification head on its
+    encoder (smp ``aux_params``), trained on hybrid loss + ``cls_weight`` x class-weighted CE."""
+
+    cls_weight: float = Field(1.0, ge=0, allow_inf_nan=False,
+                              description="weight of the classification CE next to the hybrid mask loss")
+    head_dropout: float = Field(0.3, ge=0, lt=1)
+    class_weighting: bool = Field(True, description="CE weights w_c = N / (C n_c), eq. 1")
+
+
 class RoiConfig(Strict):
     """Pipeline B: lesion detection threshold and ROI crop (eqs. 9-12)."""
 
@@ -180,13 +190,24 @@ class RunConfig(Strict):
     """One pipeline variant: everything a run or a study trial needs."""
 
     name: str = "run"
-    pipeline: Literal["a", "b"] = "a"
+    pipeline: str = Field("a", description="a registered pipeline (harness.pipelines.registry)")
     data: DataConfig = DataConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     segmenter: SegmenterConfig = SegmenterConfig()
+    joint: JointConfig = JointConfig()
     roi: RoiConfig = RoiConfig()
     eval: EvalConfig = EvalConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+
+    @field_validator("pipeline")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        from harness.pipelines.registry import pipeline_names
+
+        names = pipeline_names()
+        if value not in names:
+            raise ValueError(f"must be a registered pipeline ({', '.join(names)})" + did_you_mean(value, names))
+        return value
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -196,9 +217,15 @@ class RunConfig(Strict):
 # Loading, overrides and error messages
 
 
-def preset_names() -> list[str]:
-    """Names of the bundled presets (``harness run paper-a``)."""
+def _bundled_presets() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("harness.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_names() -> list[str]:
+    """Names of the presets (``harness run paper-a``): bundled files and those pipelines register."""
+    from harness.pipelines.registry import registered_presets
+
+    return sorted(set(_bundled_presets()) | set(registered_presets()))
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -232,7 +259,15 @@ def resolve_config_source(source: str | Path) -> tuple[dict[str, Any], str]:
             f'"{source}" is neither a config file nor a preset ({", ".join(names)}).'
             + did_you_mean(str(source), names)
         )
-    ref = resources.files("harness.presets") / f"{source}.yaml"
+    from harness.pipelines.registry import registered_presets
+
+    file_name = str(source)
+    if str(source) in registered_presets():
+        pipeline, preset = registered_presets()[str(source)]
+        if not isinstance(preset, str):  # an inline preset of a (plug-in) pipeline
+            return {"pipeline": pipeline, **copy.deepcopy(dict(preset))}, f"preset {source}"
+        file_name = preset
+    ref = resources.files("harness.presets") / f"{file_name}.yaml"
     with resources.as_file(ref) as p:
         return _read_yaml(Path(p)), f"preset {source}"
 

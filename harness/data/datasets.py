@@ -4,6 +4,7 @@
 - benign-vs-malignant ROI classification (pipeline B)   -> :class:`LabelledImages` on crops
 - binary lesion segmentation, lesion cases only (A)     -> :class:`MaskedImages`, masks {0,1}
 - 3-class segmentation background/benign/malignant (B)  -> :class:`MaskedImages` on :func:`class_masks`
+- binary mask + 3-class label, all images (C)           -> :class:`JointImages`
 
 The pipelines (``harness.pipelines.a`` / ``b``) choose the rows and targets of each stage.
 
@@ -61,6 +62,22 @@ class MaskedImages(Dataset):
             out = self.transform(image=img, mask=mask)
             img, mask = out["image"], out["mask"]
         return torch.from_numpy(to_input(img, self.channels)), torch.from_numpy(mask.astype(np.int64))
+
+
+class JointImages(MaskedImages):
+    """(image, (binary mask, label)) for the multi-task network of pipeline C."""
+
+    def __init__(self, images: np.ndarray, targets: tuple[np.ndarray, np.ndarray], channels: int = 3,
+                 transform: A.Compose | None = None):
+        masks, labels = targets
+        super().__init__(images, masks, channels, transform)
+        if len(labels) != len(images):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.labels = np.asarray(labels, dtype=np.int64)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:  # type: ignore[override]
+        x, mask = super().__getitem__(i)
+        return x, (mask, torch.tensor(self.labels[i]))
 
 
 def class_masks(masks01: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -46,11 +46,18 @@ def show_progress(setting: str) -> bool:
     return setting == "on" or (setting == "auto" and sys.stderr.isatty())
 
 
-def _to_device(batch: torch.Tensor, info: DeviceInfo, image: bool) -> torch.Tensor:
+def _to_device(batch: Any, info: DeviceInfo, image: bool) -> Any:
+    if isinstance(batch, (tuple, list)):  # multi-task targets, e.g. (mask, label)
+        return tuple(_to_device(b, info, image) for b in batch)
     batch = batch.to(info.device, non_blocking=info.pin_memory)
     if image and info.channels_last and batch.ndim == 4:
         batch = batch.contiguous(memory_format=torch.channels_last)
     return batch
+
+
+def as_float(out: Any) -> Any:
+    """Model output(s) in float32 (AMP computes in half precision); tuples for multi-task models."""
+    return tuple(o.float() for o in out) if isinstance(out, (tuple, list)) else out.float()
 
 
 def autocast(info: DeviceInfo):
@@ -154,7 +161,7 @@ def _train_epoch(model, loader, loss_fn, optimizer, scaler, info: DeviceInfo, op
         optimizer.zero_grad(set_to_none=True)
         with autocast(info):
             out = model(x)
-        loss = loss_fn(out.float(), y)
+        loss = loss_fn(as_float(out), y)
         if not torch.isfinite(loss):
             kept = f"best checkpoint so far kept at {best_path}" if best_path.exists() else "no checkpoint yet"
             raise TrainingError(
@@ -182,7 +189,7 @@ def run_validation(model: nn.Module, loader: Iterable, loss_fn: nn.Module, info:
         x, y = _to_device(x, info, image=True), _to_device(y, info, image=False)
         with autocast(info):
             out = model(x)
-        out = out.float()
+        out = as_float(out)
         total += float(loss_fn(out, y)) * len(x)
         count += len(x)
         rows.append(score(out, y))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -13,7 +14,48 @@ from harness.engine.device import DeviceInfo
 from harness.engine.fit import autocast
 
 
+@dataclass(frozen=True)
+class Head:
+    """One output of a model under TTA: which output, its activation, whether it is a dense map
+    (mapped back with each view's inverse before averaging) and a reduction applied on the device."""
+
+    activation: Callable[[torch.Tensor], torch.Tensor]
+    dense: bool
+    select: int | None = None  # index into a tuple output (multi-task models); None = the output itself
+    post: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
 @torch.no_grad()
+def predict_heads(model: nn.Module, images: np.ndarray, *, info: DeviceInfo, channels: int, views: list[View],
+                  heads: Sequence[Head], batch_size: int = 16) -> list[np.ndarray]:
+    """Mean of ``activation(output)`` over the TTA views for every head, in one forward pass per view.
+
+    A multi-task model (pipeline C's U-Net++ with a classification head) is run once per view and
+    batch for both of its outputs.
+    """
+    model.eval()
+    model.to(info.device)
+    out: list[list[np.ndarray]] = [[] for _ in heads]
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(to_input(np.asarray(images[start:start + batch_size]), channels)).to(info.device)
+        if info.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        acc: list[torch.Tensor | None] = [None] * len(heads)
+        for fwd, inv in views:
+            with autocast(info):
+                raw = model(fwd(x))
+            for k, head in enumerate(heads):
+                y = raw if head.select is None else raw[head.select]
+                p = head.activation(y.float())
+                if head.dense:
+                    p = inv(p)
+                acc[k] = p if acc[k] is None else acc[k] + p
+        for k, head in enumerate(heads):
+            mean = acc[k] / len(views)
+            out[k].append((head.post(mean) if head.post else mean).cpu().numpy())
+    return [np.concatenate(o) if o else np.zeros((0,), dtype=np.float32) for o in out]
+
+
 def predict(
     model: nn.Module,
     images: np.ndarray,
@@ -32,23 +74,8 @@ def predict(
     ``post`` reduces the averaged batch (e.g. probabilities -> lesion probability map) before it is
     moved to the CPU, so large maps are never stored at full channel depth.
     """
-    model.eval()
-    model.to(info.device)
-    out: list[np.ndarray] = []
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(to_input(np.asarray(images[start:start + batch_size]), channels)).to(info.device)
-        if info.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        acc = None
-        for fwd, inv in views:
-            with autocast(info):
-                p = activation(model(fwd(x)).float())
-            if dense:
-                p = inv(p)
-            acc = p if acc is None else acc + p
-        mean = acc / len(views)
-        out.append((post(mean) if post else mean).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0,), dtype=np.float32)
+    return predict_heads(model, images, info=info, channels=channels, views=views, batch_size=batch_size,
+                         heads=[Head(activation, dense, post=post)])[0]
 
 
 def softmax(t: torch.Tensor) -> torch.Tensor:

@@ -62,3 +62,20 @@ def cross_entropy(labels: np.ndarray | None, num_classes: int) -> nn.Module:
         return nn.CrossEntropyLoss()
     w = torch.tensor(class_weights(labels, num_classes), dtype=torch.float32)
     return nn.CrossEntropyLoss(weight=w)
+
+
+class JointLoss(nn.Module):
+    """Pipeline C: hybrid binary mask loss (eq. 6) + ``cls_weight`` x cross-entropy of the class head.
+
+    ``logits`` is ``(mask logits N,1,H,W, class logits N,C)``; ``target`` is ``(mask N,H,W, label N)``.
+    """
+
+    def __init__(self, weights: LossWeights, cls_weight: float, ce: nn.Module):
+        super().__init__()
+        self.seg, self.ce, self.cls_weight = HybridLoss(weights, "binary"), ce, float(cls_weight)
+
+    def forward(self, logits: tuple[torch.Tensor, torch.Tensor], target: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        loss = self.seg(logits[0], target[0])
+        if self.cls_weight > 0:
+            loss = loss + self.cls_weight * self.ce(logits[1].float(), target[1].long())
+        return loss

@@ -8,14 +8,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from harness import NORMAL
-from harness.pipelines.base import PIPELINES, Inference, Pipeline, upsample
+from harness.pipelines.base import Inference, Pipeline, upsample
 from harness.pipelines.context import RunContext
+from harness.pipelines.registry import StageSpec, register_pipeline
 from harness.pipelines.stages import CLASSIFIER, SEGMENTER, Stage, classify, lesion_probability, train_stage
 
 
-@PIPELINES.register("a")
+@register_pipeline(
+    "a", label="A", title="classification-first", color="#2b6cb0",
+    stages=(StageSpec("classifier3", "classifier", "classifier"), StageSpec("segmenter_binary", "segmenter", "segmenter")),
+    sections=("classifier", "segmenter", "eval"), explain=("classifier3", "full"),
+    presets={"paper-a": "paper-a", "tiny-a": "tiny-a"}, base_preset="paper-a")
 class ClassificationFirst(Pipeline):
-    name = "a"
 
     def train(self, ctx: RunContext) -> dict[str, Stage]:
         cfg, split = ctx.config, ctx.split

@@ -11,8 +11,9 @@ import numpy as np
 from harness import BENIGN, MALIGNANT, NORMAL
 from harness.config import RunConfig
 from harness.data.datasets import class_masks
-from harness.pipelines.base import PIPELINES, Inference, Pipeline, upsample
+from harness.pipelines.base import Inference, Pipeline, upsample
 from harness.pipelines.context import RunContext
+from harness.pipelines.registry import StageSpec, register_pipeline
 from harness.pipelines.roi import crop_resize, crop_roi, jitter_box, roi_box, tight_box
 from harness.pipelines.stages import CLASSIFIER, SEGMENTER, Stage, classify, lesion_probability, train_stage
 
@@ -28,9 +29,12 @@ def lesion_pixel_threshold(cfg: RunConfig) -> int:
     return cfg.roi.lesion_min_pixels
 
 
-@PIPELINES.register("b")
+@register_pipeline(
+    "b", label="B", title="segmentation-first", color="#dd6b20",
+    stages=(StageSpec("segmenter3", "segmenter", "segmenter"), StageSpec("roi_classifier", "classifier", "classifier")),
+    sections=("classifier", "segmenter", "roi", "eval"), explain=("roi_classifier", "roi"),
+    presets={"paper-b": "paper-b", "tiny-b": "tiny-b"}, base_preset="paper-b")
 class SegmentationFirst(Pipeline):
-    name = "b"
 
     def train(self, ctx: RunContext) -> dict[str, Stage]:
         cfg, split = ctx.config, ctx.split

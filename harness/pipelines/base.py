@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 
 from harness.pipelines.context import RunContext
+from harness.pipelines.registry import get_pipeline
 from harness.pipelines.stages import Stage
-from harness.registry import Registry
 
 
 @dataclass
@@ -25,7 +25,12 @@ class Inference:
 
 
 class Pipeline(ABC):
-    """A diagnostic pipeline: ``train`` returns its stages, ``infer`` runs them on images."""
+    """A diagnostic pipeline: ``train`` returns its stages, ``infer`` runs them on images.
+
+    Register an implementation with :func:`harness.pipelines.registry.register_pipeline`. ``infer``
+    must return probabilities whose argmax is the predicted label, and an empty mask for images it
+    calls Normal (the run-directory contract every pipeline obeys).
+    """
 
     name: str = ""
 
@@ -38,11 +43,8 @@ class Pipeline(ABC):
         """Run the pipeline on ``ids`` (never part of the training split)."""
 
 
-PIPELINES: Registry[type[Pipeline]] = Registry("pipeline")
-
-
 def create_pipeline(name: str) -> Pipeline:
-    return PIPELINES.get(name, "pipeline")()
+    return get_pipeline(name).create()
 
 
 def upsample(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -28,8 +28,6 @@ from harness.engine.device import configure_torch, release_memory, resolve_devic
 from harness.engine.fit import EpochCallback, show_progress
 from harness.metrics import run_metrics
 from harness.metrics.segmentation import per_image
-from harness.pipelines import a as _a  # noqa: F401  (registers pipeline "a")
-from harness.pipelines import b as _b  # noqa: F401  (registers pipeline "b")
 from harness.pipelines.base import Inference, create_pipeline
 from harness.pipelines.context import RunContext, prepare
 

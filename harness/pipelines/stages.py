@@ -1,8 +1,9 @@
-"""The two trainable stage kinds every pipeline is made of, and the inference calls on them.
+"""The trainable stage kinds every pipeline is made of, and the inference calls on them.
 
 Pipeline A = classifier stage (3 classes, whole images) + segmenter stage (binary, lesion images).
 Pipeline B = segmenter stage (3 classes) + classifier stage (2 classes, ROI crops).
-Each stage is one function used by both pipelines; a stored stage with the same key is reused.
+Pipeline C = one joint stage (binary U-Net++ with a 3-class head on its encoder, all images).
+Each stage is one function used by every pipeline; a stored stage with the same key is reused.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from harness.config import ClassifierConfig, EvalConfig, SegmenterConfig
-from harness.data.datasets import LabelledImages, MaskedImages
+from harness import NORMAL
+from harness.data.datasets import JointImages, LabelledImages, MaskedImages
 from harness.data.transforms import train_transform, tta_views
 from harness.engine import fit as engine
 from harness.engine.predict import predict, sigmoid, softmax
 from harness.engine.store import stage_key
 from harness.models.classifier import classifier_param_groups, create_classifier
-from harness.models.losses import HybridLoss, class_weights, cross_entropy
-from harness.models.segmenter import create_segmenter, segmenter_param_groups
+from harness.models.losses import HybridLoss, JointLoss, class_weights, cross_entropy
+from harness.models.segmenter import create_joint, create_segmenter, segmenter_param_groups
 from harness.pipelines.context import RunContext
 
 logger = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ def _loader(ctx: RunContext, ds: Dataset, batch_size: int, sample_labels: np.nda
             weighted: bool) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
     sampler = None
-    if weighted and sample_labels is not None:
+    if weighted and sample_labels is not None and len(sample_labels):
         w = class_weights(sample_labels, int(sample_labels.max()) + 1)[sample_labels]
         sampler = WeightedRandomSampler(torch.as_tensor(w, dtype=torch.double), num_samples=len(ds),
                                         replacement=True, generator=g)
@@ -125,6 +127,27 @@ SEGMENTER = StageKind(
     "segmenter", "dice", create_segmenter, MaskedImages,
     lambda cfg, n, y: HybridLoss(cfg.loss, "binary" if n == 1 else "multiclass"), segmenter_param_groups,
     engine.dice_score, engine.mean_of)
+
+
+def _joint_score(out: tuple[torch.Tensor, torch.Tensor], y: tuple[torch.Tensor, torch.Tensor]) -> np.ndarray:
+    """Rows (predicted class, true class, lesion Dice) per image."""
+    cls = engine.classification_score(out[1], y[1])
+    return np.column_stack([cls, engine.dice_score(out[0], y[0])[:, 0]])
+
+
+def _joint_reduce(rows: np.ndarray) -> float:
+    """Stage metric of the multi-task network: mean of balanced accuracy and the lesion images' Dice."""
+    lesion = rows[:, 1] != NORMAL
+    dice = engine.mean_of(rows[lesion, 2]) if lesion.any() else 0.0
+    return 0.5 * (engine.balanced_accuracy_of(rows[:, :2].astype(np.int64)) + dice)
+
+
+JOINT = StageKind(
+    "joint", "bacc_dice_mean", create_joint, JointImages,
+    lambda cfg, n, y: JointLoss(cfg.loss, cfg.cls_weight, cross_entropy(y[1] if cfg.class_weighting else None, n)),
+    segmenter_param_groups, _joint_score, _joint_reduce)
+
+STAGE_KINDS = {k.name: k for k in (CLASSIFIER, SEGMENTER, JOINT)}
 
 
 def train_stage(ctx: RunContext, name: str, kind: StageKind, cfg: ClassifierConfig | SegmenterConfig,
