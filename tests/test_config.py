@@ -40,7 +40,7 @@ def test_dotted_overrides_with_yaml_values():
 def test_all_problems_reported_together_with_did_you_mean():
     with pytest.raises(ConfigError) as err:
         load_run_config("tiny-a", ["roi.margn=0.3", "roi.lesion_min_pixels=-1", "classifier.optim.epochs=0",
-                                   "pipeline=c"])
+                                   "pipeline=z"])
     lines = err.value.problems
     assert len(lines) == 4
     text = "\n".join(lines)

@@ -31,7 +31,7 @@ def lesion_pixel_threshold(cfg: RunConfig) -> int:
 
 @register_pipeline(
     "b", label="B", title="segmentation-first", color="#dd6b20",
-    stages=(StageSpec("segmenter3", "segmenter", "segmenter"), StageSpec("roi_classifier", "classifier", "classifier")),
+    stages=(StageSpec("segmenter3", "segmenter", "segmenter", 3), StageSpec("roi_classifier", "classifier", "classifier", 2)),
     sections=("classifier", "segmenter", "roi", "eval"), explain=("roi_classifier", "roi"),
     presets={"paper-b": "paper-b", "tiny-b": "tiny-b"}, base_preset="paper-b")
 class SegmentationFirst(Pipeline):
@@ -81,6 +81,11 @@ class SegmentationFirst(Pipeline):
         tumour_labels = ctx.labels(tumour)
         return np.stack(crops) if crops else np.zeros((0, size, size), np.uint8), tumour_labels
 
+    def explain_input(self, config: RunConfig, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The ROI crop (eqs. 9-12, inference margin rho) the B-vs-M classifier sees; the full image
+        when the mask is empty."""
+        return crop_roi(image, mask, config.roi.margin, config.classifier.image_size)[0]
+
     def infer(self, ctx: RunContext, stages: dict[str, Stage], ids: Sequence[str]) -> Inference:
         cfg = ctx.config
         images, _, _ = ctx.subset(cfg.segmenter.image_size, ids)
@@ -92,7 +97,7 @@ class SegmentationFirst(Pipeline):
             image = ctx.original_image(image_id)
             mask = upsample(maps[j], image.shape) > cfg.eval.mask_threshold if present[j] else np.zeros(image.shape, bool)
             masks.append(mask)
-            crops.append(crop_roi(image, mask, cfg.roi.margin, cfg.classifier.image_size)[0])
+            crops.append(self.explain_input(cfg, image, mask))
         bm = classify(ctx, stages["roi_classifier"], np.stack(crops), cfg.eval)
         score = maps.reshape(len(ids), -1).max(1)  # image-level lesion confidence
         probs = np.stack([score * bm[:, 0], score * bm[:, 1], 1 - score], axis=1)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from harness.config import RunConfig
+from harness.data.cache import resize_image
 from harness.pipelines.context import RunContext
 from harness.pipelines.registry import get_pipeline
 from harness.pipelines.stages import Stage
@@ -41,6 +43,14 @@ class Pipeline(ABC):
     @abstractmethod
     def infer(self, ctx: RunContext, stages: dict[str, Stage], ids: Sequence[str]) -> Inference:
         """Run the pipeline on ``ids`` (never part of the training split)."""
+
+    def explain_input(self, config: RunConfig, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """What the explained stage (the spec's ``explain``) sees of an original image, given the mask
+        the pipeline predicted for it: by default the whole image at that stage's input size."""
+        spec = get_pipeline(self.name)
+        if spec.explain is None:
+            raise ValueError(f"pipeline {self.name} names no stage to explain")
+        return resize_image(image, getattr(config, spec.stage(spec.explain[0]).section).image_size)
 
 
 def create_pipeline(name: str) -> Pipeline:

@@ -25,7 +25,7 @@ STAGE = "joint"
 
 @register_pipeline(
     "c", label="C", title="joint multi-task", color="#2f855a",
-    stages=(StageSpec(STAGE, "joint", "joint"),), sections=("joint", "eval"), explain=(STAGE, "full"),
+    stages=(StageSpec(STAGE, "joint", "joint", 3),), sections=("joint", "eval"), explain=(STAGE, "full"),
     presets={"paper-c": "paper-c", "tiny-c": "tiny-c"}, base_preset="paper-c")
 class JointMultiTask(Pipeline):
 

@@ -33,12 +33,14 @@ StageKindName = Literal["classifier", "segmenter", "joint"]
 class StageSpec:
     """One trainable stage: its name (file ``stages/<name>.json``), kind and config section.
 
-    ``section`` is the :class:`~harness.config.RunConfig` field whose ``optim`` bounds its epochs.
+    ``section`` is the :class:`~harness.config.RunConfig` field that configures it (model, optimiser,
+    epochs); ``classes`` its output classes (1: a binary segmenter).
     """
 
     name: str
     kind: StageKindName
     section: str
+    classes: int
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,9 @@ def _ensure_builtins() -> None:
         _loaded_builtins = True
         for module in BUILTIN_MODULES:
             importlib.import_module(module)
+        from harness.plugins import load_plugins
+
+        load_plugins()  # $HARNESS_PLUGINS and installed entry points
 
 
 def _same_definition(a: Any, b: Any) -> bool:

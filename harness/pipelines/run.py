@@ -1,17 +1,13 @@
 """`run_trial`: train what a config needs, evaluate, write the run directory.
 
-The same function serves `harness run`, a Ray Tune trial and a W&B agent. Run directory contract:
-``config.yaml``, ``metrics.json`` (validation), ``metrics_test.json`` (when the split has a test
-part), ``predictions.csv``, ``pred_masks/<image_id>.png`` (original size), ``stages/<stage>.json``,
-``run.json`` (wall time, stages trained, device);
-stage checkpoints live in the stage store (``RUN_DIR/checkpoints`` unless a shared store is given).
+The same function serves `harness run`, a Ray Tune trial and a W&B agent, for every registered
+pipeline. The files it writes are the run-directory contract of :mod:`harness.rundir`; stage
+checkpoints live in the stage store (``RUN_DIR/checkpoints`` unless a shared store is given).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,20 +18,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from harness.config import RunConfig, dump_yaml
-from harness.data.io import write_mask
+from harness.config import RunConfig
 from harness.engine.device import configure_torch, release_memory, resolve_device
 from harness.engine.fit import EpochCallback, show_progress
 from harness.metrics import run_metrics
 from harness.metrics.segmentation import per_image
 from harness.pipelines.base import Inference, create_pipeline
 from harness.pipelines.context import RunContext, prepare
+from harness.rundir import PREDICTION_COLUMNS, RunDir
 
 logger = logging.getLogger(__name__)
 
-PREDICTION_COLUMNS = ["subset", "image_id", "label", "pred_label", "prob_benign", "prob_malignant", "prob_normal",
-                      "dice", "iou", "precision", "recall", "specificity", "hd95", "gt_pixels", "pred_pixels",
-                      "image_path", "mask_path"]
+__all__ = ["PREDICTION_COLUMNS", "TrialResult", "evaluate", "run_trial"]
 
 
 @dataclass
@@ -54,13 +48,12 @@ def evaluate(ctx: RunContext, inference: Inference, subset: str, out_dir: Path) 
     """Per-image table at the original image size; writes the predicted masks as PNG."""
     rows = []
     by_id = ctx.index.by_id()
-    mask_dir = out_dir / "pred_masks"
-    mask_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = RunDir(out_dir)
     for k, image_id in enumerate(inference.ids):
         rec = by_id[image_id]
         gt = ctx.original_mask(image_id)
         pred = inference.masks[k]
-        write_mask(mask_dir / f"{image_id}.png", pred)
+        run_dir.write_mask(image_id, pred)
         seg = per_image(pred, gt)
         mask_file = ctx.index.mask_file(rec)
         rows.append({
@@ -75,10 +68,6 @@ def evaluate(ctx: RunContext, inference: Inference, subset: str, out_dir: Path) 
     return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
 
 
-def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
-
-
 def run_trial(config: RunConfig, out_dir: Path, *, data_dir: Path | None = None, store_root: Path | None = None,
               callbacks: Sequence[EpochCallback] = (), progress: bool | None = None,
               subsets: Sequence[str] = ("val", "test"), check_data: bool = True) -> TrialResult:
@@ -89,19 +78,18 @@ def run_trial(config: RunConfig, out_dir: Path, *, data_dir: Path | None = None,
     """
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
+    run_dir = RunDir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(dump_yaml(config))
+    run_dir.write_config(config)
     info = resolve_device(config.runtime)
     configure_torch(config.runtime, info)
     show = show_progress(config.runtime.progress) if progress is None else progress
-    ctx = prepare(config, info, Path(store_root) if store_root else out_dir / "checkpoints", data_dir=data_dir,
+    ctx = prepare(config, info, Path(store_root) if store_root else run_dir.checkpoints, data_dir=data_dir,
                   callbacks=callbacks, progress=show, check_data=check_data)
     pipeline = create_pipeline(config.pipeline)
     stages = pipeline.train(ctx)
-    stage_dir = out_dir / "stages"
-    stage_dir.mkdir(exist_ok=True)
     for name, stage in stages.items():
-        (stage_dir / f"{name}.json").write_text(json.dumps(_json_safe(stage.record), indent=2, default=str))
+        run_dir.write_stage(name, stage.record)
 
     results: dict[str, dict[str, float]] = {}
     tables = []
@@ -112,14 +100,13 @@ def run_trial(config: RunConfig, out_dir: Path, *, data_dir: Path | None = None,
         tables.append(table)
         metrics = {**run_metrics(table), "pipeline": config.pipeline, "subset": subset}
         results[subset] = metrics
-        name = "metrics.json" if subset == "val" else f"metrics_{subset}.json"
-        (out_dir / name).write_text(json.dumps(_json_safe(metrics), indent=2))
-    pd.concat(tables).to_csv(out_dir / "predictions.csv", index=False)
+        run_dir.write_metrics(subset, metrics)
+    run_dir.write_predictions(pd.concat(tables))
     release_memory()
     seconds = time.perf_counter() - t0
-    (out_dir / "run.json").write_text(json.dumps({
+    run_dir.write_run_info({
         "seconds": seconds, "trained_stages": [n for n, s in stages.items() if not s.cached],
-        "device": str(info.device), "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
+        "device": str(info.device), "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
     logger.info("run %s (pipeline %s) done in %.1fs: balanced accuracy %.3f, lesion Dice %.3f -> %s", config.name,
                 config.pipeline, seconds, results["val"].get("balanced_accuracy", np.nan),
                 results["val"].get("dice_mean", np.nan), out_dir)

@@ -46,7 +46,7 @@ class ReportResult:
 
 def compute(sources: Sources, n_boot: int = 1000, seed: int = 0, good_dice: float = 0.5) -> ReportData:
     """Table 9, paired tests and detail tables (no I/O)."""
-    groups = group_by_pipeline(sources.runs)
+    groups = group_by_pipeline(sources.runs, sources.order)
     table, tests = build_table9(groups, n_boot=n_boot, seed=seed)
     sheets = {
         "Per-class": details.per_class(groups),
@@ -111,7 +111,7 @@ def write_html(out_dir: Path, data: ReportData, result: ReportResult, provider: 
     runs = data.sources.runs
     where = str(data.sources.study_dir) if data.sources.study_dir else ", ".join(r.name for r in runs)
     subtitle = [f"Source: {where} ({data.sources.origin}); subset: {data.subset}; "
-                f"{len(runs)} run(s): A {len(data.groups['A'])}, B {len(data.groups['B'])}.",
+                f"{len(runs)} run(s): " + (", ".join(f"{p} {len(g)}" for p, g in data.groups.items()) or "none") + ".",
                 f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')} by harness {__version__}."]
     path = out_dir / "index.html"
     path.write_text(page("Breast ultrasound: classification-first (A) vs segmentation-first (B)", subtitle, sections))

@@ -18,9 +18,9 @@ from harness import CLASS_NAMES  # noqa: E402
 from harness.metrics import PROB_COLUMNS  # noqa: E402
 from harness.metrics.classification import average_precision, confusion_matrix, pr_curve, roc_auc, roc_curve  # noqa: E402
 from harness.metrics.end_to_end import ATTRIBUTIONS, is_lesion  # noqa: E402
-from harness.report.table9 import TABLE9_ROWS  # noqa: E402
+from harness.pipelines.registry import spec_by_label  # noqa: E402
 
-COLORS = {"A": "#2b6cb0", "B": "#dd6b20"}
+FALLBACK_COLORS = ("#805ad5", "#d53f8c", "#319795", "#975a16")
 CLASS_COLORS = ("#38a169", "#e53e3e", "#718096")  # benign, malignant, normal
 ATTR_COLORS = {"none": "#38a169", "classification": "#d69e2e", "segmentation": "#3182ce", "both": "#e53e3e"}
 STYLE = {
@@ -28,6 +28,17 @@ STYLE = {
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
     "legend.frameon": False, "figure.dpi": 110,
 }
+
+
+def color(label: str) -> str:
+    """A pipeline's colour (its registry spec), stable for unregistered labels too."""
+    spec = spec_by_label(label)
+    return spec.color if spec else FALLBACK_COLORS[sum(map(ord, label)) % len(FALLBACK_COLORS)]
+
+
+def pipeline_labels(table9: pd.DataFrame) -> list[str]:
+    """The pipelines of a Table 9 frame, in its column order (each has a ``<L>_ci_low`` column)."""
+    return [c[: -len("_ci_low")] for c in table9.columns if c.endswith("_ci_low") and not c.endswith("seed_ci_low")]
 
 
 def styled(func):
@@ -139,7 +150,7 @@ def dice_histogram_figure(tables: dict[str, pd.DataFrame]) -> Figure:
     bins = np.linspace(0, 1, 26)
     for p, df in tables.items():
         d = _lesion_dice(df)
-        ax.hist(d, bins=bins, alpha=0.55, color=COLORS[p], label=f"Pipeline {p} (n={d.size}, median {np.median(d):.3f})"
+        ax.hist(d, bins=bins, alpha=0.55, color=color(p), label=f"Pipeline {p} (n={d.size}, median {np.median(d):.3f})"
                 if d.size else f"Pipeline {p}", edgecolor="white", lw=0.5)
     for t in (0.7, 0.8, 0.9):
         ax.axvline(t, color="#4a5568", lw=0.8, ls="--")
@@ -160,7 +171,7 @@ def dice_by_size_figure(by_size: pd.DataFrame) -> Figure:
     for k, p in enumerate(pipes):
         sub = by_size[by_size["pipeline"] == p]
         x = np.arange(len(sub)) + (k - (len(pipes) - 1) / 2) * width
-        bars = ax.bar(x, sub["dice_mean"], width, color=COLORS[p], label=f"Pipeline {p}")
+        bars = ax.bar(x, sub["dice_mean"], width, color=color(p), label=f"Pipeline {p}")
         for b, n in zip(bars, sub["n"]):
             ax.text(b.get_x() + b.get_width() / 2, b.get_height() + 0.01, f"n={n}", ha="center", fontsize=7)
     if pipes:
@@ -180,17 +191,22 @@ def comparison_figure(table9: pd.DataFrame) -> Figure:
     """Table 9 as bars (ours, with 95% bootstrap CI) and the paper's values as diamonds (Fig. 9)."""
     fig, axes = subplots(1, w=9.0, h=3.6)
     ax = axes[0, 0]
-    x = np.arange(len(TABLE9_ROWS))
-    for k, p in enumerate(("A", "B")):
+    x = np.arange(len(table9))
+    labels = pipeline_labels(table9)
+    width = 0.76 / max(len(labels), 1)
+    paper_shown = False
+    for k, p in enumerate(labels):
         v = table9[p].to_numpy(float)
         lo, hi = table9[f"{p}_ci_low"].to_numpy(float), table9[f"{p}_ci_high"].to_numpy(float)
-        off = (k - 0.5) * 0.38
+        off = (k - (len(labels) - 1) / 2) * width
         err = np.vstack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)])
-        ax.bar(x + off, np.nan_to_num(v), 0.36, color=COLORS[p], alpha=0.85, label=f"Pipeline {p}",
+        ax.bar(x + off, np.nan_to_num(v), width * 0.95, color=color(p), alpha=0.85, label=f"Pipeline {p}",
                yerr=np.nan_to_num(err), error_kw={"lw": 0.8, "capsize": 2, "ecolor": "#2d3748"})
-        ax.scatter(x + off, table9[f"paper_{p}"], marker="D", s=16, color="#1a202c", zorder=3,
-                   label="paper" if k == 0 else None)
-    ax.set_xticks(x, [r.name.replace("Malignant ", "Malig. ").replace(">=", "≥") for r in TABLE9_ROWS],
+        if f"paper_{p}" in table9.columns:
+            ax.scatter(x + off, table9[f"paper_{p}"], marker="D", s=16, color="#1a202c", zorder=3,
+                       label=None if paper_shown else "paper")
+            paper_shown = True
+    ax.set_xticks(x, [str(n).replace("Malignant ", "Malig. ").replace(">=", "≥") for n in table9["metric"]],
                   rotation=25, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("value")

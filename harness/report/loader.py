@@ -7,7 +7,6 @@ and ``final/*`` run dirs; its report uses the ``final`` runs when there are any,
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,15 +14,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from harness.config import validate_run_config
 from harness.errors import ConfigError, DataError
 from harness.metrics import REQUIRED_COLUMNS, run_metrics
+from harness.pipelines.registry import label_of, order_key, pipeline_names
+from harness.rundir import MARKERS as RUN_MARKERS
+from harness.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
-RUN_MARKERS = ("metrics.json", "predictions.csv")
 STUDY_MARKERS = ("study.yaml", "optuna.db", "trials", "final")
 SUBSETS = ("auto", "val", "test")
 
@@ -34,7 +34,7 @@ class RunData:
 
     path: Path
     name: str
-    pipeline: str  # "a" or "b"
+    pipeline: str  # a registered pipeline name
     seed: int | None
     subset: str
     predictions: pd.DataFrame
@@ -44,8 +44,8 @@ class RunData:
 
     @property
     def label(self) -> str:
-        """Pipeline letter as Table 9 spells it ("A"/"B")."""
-        return self.pipeline.upper()
+        """The pipeline's report label ("A", "B", "C", ...), from the pipeline registry."""
+        return label_of(self.pipeline)
 
 
 @dataclass(frozen=True)
@@ -55,62 +55,36 @@ class Sources:
     runs: list[RunData]
     study_dir: Path | None = None
     origin: str = "runs"  # "runs", "final" or "trials"
+    order: list[str] = field(default_factory=list)  # pipeline names in the study's order (empty: registry order)
 
 
 def is_study_dir(path: Path) -> bool:
     return path.is_dir() and any((path / m).exists() for m in STUDY_MARKERS) and not (path / "metrics.json").exists()
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: cannot read JSON ({e}).") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object, but got {type(data).__name__}.")
-    return data
-
-
-def _read_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.yaml"
-    if not path.exists():
+def _read_config(run_dir: RunDir) -> dict[str, Any]:
+    raw = run_dir.read_config()
+    if not raw:
         return {}
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise DataError(f"{path}: cannot read YAML ({e}).") from None
-    try:
-        return validate_run_config(raw, str(path)).to_dict()
+        return validate_run_config(raw, str(run_dir.config)).to_dict()
     except ConfigError as e:  # an older/newer schema: the report only needs a few fields
-        logger.warning("%s does not validate as a RunConfig (%s); using its raw fields", path, e.problems[0])
-        return raw if isinstance(raw, dict) else {}
+        logger.warning("%s does not validate as a RunConfig (%s); using its raw fields", run_dir.config, e.problems[0])
+        return raw
 
 
-def _read_stages(run_dir: Path) -> dict[str, dict[str, Any]]:
+def _read_stages(run_dir: RunDir) -> dict[str, dict[str, Any]]:
     out = {}
-    for p in sorted((run_dir / "stages").glob("*.json")):
+    for p in sorted(run_dir.stages.glob("*.json")):
         try:
-            out[p.stem] = _read_json(p)
+            out[p.stem] = RunDir.read_json(p)
         except DataError as e:
             logger.warning("skipping stage file: %s", e.problems[0])
     return out
 
 
 def _read_predictions(path: Path) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path, keep_default_na=True)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise DataError(f"{path}: cannot read CSV ({e}).") from None
-    missing = [c for c in REQUIRED_COLUMNS + ("image_id",) if c not in df.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; re-run `harness run` to rewrite it.")
-    if "subset" not in df.columns:
-        df["subset"] = "val"
-    df["image_id"] = df["image_id"].astype(str)
-    for col in ("image_path", "mask_path"):
-        if col in df.columns:
-            df[col] = df[col].fillna("").astype(str)
-    return df
+    return RunDir(path.parent).read_predictions(REQUIRED_COLUMNS + ("image_id",))
 
 
 def pick_subset(predictions: list[pd.DataFrame], subset: str) -> str:
@@ -130,11 +104,13 @@ def load_run(run_dir: Path, subset: str = "auto") -> RunData:
     for marker in RUN_MARKERS:
         if not (run_dir / marker).exists():
             raise DataError(f"{run_dir / marker}: not found; run `harness run` first (or pass a study directory).")
-    stored = _read_json(run_dir / "metrics.json")
-    config = _read_config(run_dir)
+    rd = RunDir(run_dir)
+    stored = rd.read_metrics("val")
+    config = _read_config(rd)
     pipeline = str(config.get("pipeline") or stored.get("pipeline") or "").lower()
-    if pipeline not in ("a", "b"):
-        raise DataError(f"{run_dir}: cannot tell the pipeline (config.yaml/metrics.json 'pipeline' is {pipeline!r}, expected a or b).")
+    if pipeline not in pipeline_names():
+        raise DataError(f"{run_dir}: cannot tell the pipeline (config.yaml/metrics.json 'pipeline' is {pipeline!r}, "
+                        f"expected one of {', '.join(pipeline_names())}).")
     seed = (config.get("runtime") or {}).get("seed")
     table = _read_predictions(run_dir / "predictions.csv")
     chosen = pick_subset([table], subset)
@@ -150,7 +126,7 @@ def load_run(run_dir: Path, subset: str = "auto") -> RunData:
             logger.warning("%s: metrics.json disagrees with predictions.csv (balanced accuracy %.4f vs %.4f); "
                            "the report uses predictions.csv", run_dir, stored["balanced_accuracy"], metrics["balanced_accuracy"])
     return RunData(path=run_dir.resolve(), name=run_dir.name, pipeline=pipeline, seed=seed, subset=chosen,
-                   predictions=rows, metrics=metrics, stages=_read_stages(run_dir), config=config)
+                   predictions=rows, metrics=metrics, stages=_read_stages(rd), config=config)
 
 
 def _run_dirs(parent: Path) -> list[Path]:
@@ -186,9 +162,26 @@ def load_sources(paths: list[Path], subset: str = "auto") -> Sources:
     if len(set(names)) != len(names):  # same directory name in different parents
         runs = [RunData(**{**r.__dict__, "name": f"{r.path.parent.name}/{r.name}"}) for r in runs]
     logger.info("report on %d run(s) (%s subset) from %s", len(runs), chosen, study_dir or "run directories")
-    return Sources(runs=runs, study_dir=study_dir, origin=origin)
+    return Sources(runs=runs, study_dir=study_dir, origin=origin, order=_study_order(study_dir))
 
 
-def group_by_pipeline(runs: list[RunData]) -> dict[str, list[RunData]]:
-    """{"A": [...], "B": [...]} (empty lists for a missing pipeline)."""
-    return {p: [r for r in runs if r.label == p] for p in ("A", "B")}
+def _study_order(study_dir: Path | None) -> list[str]:
+    """The ``pipelines`` of a study's study.yaml (the order its report shows them in)."""
+    import yaml
+
+    if study_dir is None or not (study_dir / "study.yaml").is_file():
+        return []
+    try:
+        raw = yaml.safe_load((study_dir / "study.yaml").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    pipes = raw.get("pipelines") if isinstance(raw, dict) else None
+    return [str(p) for p in pipes] if isinstance(pipes, list) else []
+
+
+def group_by_pipeline(runs: list[RunData], order: list[str] | None = None) -> dict[str, list[RunData]]:
+    """Report label -> runs, for the pipelines present, in ``order`` (pipeline names, e.g. a study's
+    ``pipelines``) and then the registry's order."""
+    present = sorted({r.pipeline for r in runs}, key=lambda p: ((order or []).index(p) if p in (order or [])
+                                                               else len(order or []) + order_key(p)))
+    return {label_of(p): [r for r in runs if r.pipeline == p] for p in present}

@@ -17,7 +17,16 @@ from harness.report.overlays import overlay_figure
 logger = logging.getLogger(__name__)
 
 FIG_DIR = "figures"
-STAGE_ORDER = {"classifier3": 0, "segmenter_binary": 1, "segmenter3": 0, "roi_classifier": 1}  # pipeline order
+
+
+def _stage_rank(pipeline: str, stage: str) -> int:
+    """Position of ``stage`` in its pipeline's training order (registry), unknown stages last."""
+    from harness.pipelines.registry import pipeline_names, get_pipeline
+
+    if pipeline not in pipeline_names():
+        return 99
+    names = [st.name for st in get_pipeline(pipeline).stages]
+    return names.index(stage) if stage in names else 99
 
 
 def slug(text: str) -> str:
@@ -34,7 +43,8 @@ def _tables(data) -> dict[str, pd.DataFrame]:
 
 
 def table9_section(data, fig_dir: Path) -> Section:
-    s = Section("table9", "Table 9: pipeline A vs pipeline B")
+    labels = [p for p, runs in data.groups.items() if runs]
+    s = Section("table9", "Table 9: " + (" vs ".join(f"pipeline {p}" for p in labels) or "no runs"))
     s.blocks.append(paragraph(data.caption))
     s.blocks.append(table9_html(data.table9))
     s.blocks.append(paragraph("Dice rows are over lesion images (true Benign or Malignant), a missed lesion counting 0; "
@@ -45,7 +55,8 @@ def table9_section(data, fig_dir: Path) -> Section:
     if data.tests.empty:
         s.blocks.append(paragraph("No paired test: both pipelines must be evaluated on common images."))
     else:
-        s.blocks.append(table(data.tests.drop(columns=["rows"]), {"A": "3", "B": "3", "statistic": "1", "p_value": "p"},
+        formats = {**{p: "3" for p in labels}, "statistic": "1", "p_value": "p", "p_holm": "p"}
+        s.blocks.append(table(data.tests.drop(columns=["rows"]), formats,
                               "McNemar: exact binomial test on the images where exactly one pipeline is right. "
                               "Wilcoxon: signed-rank test of per-image Dice. With several seeds, per-image values are "
                               "pooled over seeds paired by seed."))
@@ -129,7 +140,7 @@ def training_section(data, fig_dir: Path) -> Section:
     for p, runs in data.groups.items():
         stages: dict[str, list[dict]] = {}
         for r in runs:
-            for name, st in sorted(r.stages.items(), key=lambda kv: (STAGE_ORDER.get(kv[0], 99), kv[0])):
+            for name, st in sorted(r.stages.items(), key=lambda kv: (_stage_rank(r.pipeline, kv[0]), kv[0])):
                 if st.get("history"):
                     stages.setdefault(name, []).append({**st, "_run": r.name})
         if not stages:
@@ -162,7 +173,7 @@ def runs_section(data, files: list[Path], out_dir: Path) -> Section:
 
 
 def gradcam_section(data, fig_dir: Path, provider, enabled: bool = True) -> tuple[Section, list[str]]:
-    """Grad-CAM of each pipeline's classifier (A: full image, B: ROI crop) and notes on skips."""
+    """Grad-CAM of each pipeline's classifier (the stage and input its registry spec names) and notes."""
     from harness.report.gradcam import gradcam_figures
 
     s = Section("gradcam", "Grad-CAM: what the classifier looks at")

@@ -19,15 +19,28 @@ from itertools import product
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from harness.config import Strict
+from harness.errors import did_you_mean
 
 PIPELINE_PARAM = "pipeline"
 
 
 class When(Strict):
-    pipeline: list[Literal["a", "b"]]
+    pipeline: list[str] = Field(min_length=1)
+
+    @field_validator("pipeline")
+    @classmethod
+    def _registered(cls, value: list[str]) -> list[str]:
+        from harness.pipelines.registry import pipeline_names
+
+        names = pipeline_names()
+        unknown = [p for p in value if p not in names]
+        if unknown:
+            raise ValueError(f"unknown pipeline(s) {unknown}; registered: {', '.join(names)}."
+                             + did_you_mean(unknown[0], names))
+        return value
 
 
 class _Param(Strict):

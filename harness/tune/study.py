@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from harness.config import RunConfig, Strict, apply_overrides, format_validation_error, resolve_config_source
-from harness.errors import ConfigError
+from harness.errors import ConfigError, did_you_mean
+from harness.pipelines.registry import get_pipeline, pipeline_names
 from harness.tune.space import SearchSpace, grid, grid_size
 
 METRIC_DIRECTIONS = {"balanced_accuracy": "maximize", "macro_f1": "maximize", "cohen_kappa": "maximize",
@@ -75,8 +76,11 @@ class WandbSpec(Strict):
 class StudySpec(Strict):
     name: str
     description: str = ""
-    pipelines: list[Literal["a", "b"]] = Field(default_factory=lambda: ["a", "b"], min_length=1)
-    base: dict[Literal["a", "b"], str] = Field(default_factory=lambda: {"a": "paper-a", "b": "paper-b"})
+    pipelines: list[str] = Field(default_factory=lambda: ["a", "b"], min_length=1,
+                                 description="registered pipelines (task orders) to compare, in report order")
+    base: dict[str, str] = Field(default_factory=dict,
+                                 description="pipeline -> preset or YAML; default: each pipeline's paper preset")
+    plugins: list[str] = Field(default_factory=list, description="modules or .py files that register pipelines")
     overrides: dict[str, Any] = Field(default_factory=dict, description="dotted config fields for every trial")
     search_space: SearchSpace = SearchSpace()
     objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1, max_length=3)
@@ -92,9 +96,34 @@ class StudySpec(Strict):
     data: StudyData = StudyData()
     wandb: WandbSpec = WandbSpec()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _plugins_first(cls, raw: Any) -> Any:
+        """Plug-in pipelines must be registered before ``pipelines`` is validated."""
+        if isinstance(raw, dict) and isinstance(raw.get("plugins"), list):
+            from harness.plugins import load_plugins
+
+            load_plugins([str(p) for p in raw["plugins"]])
+        return raw
+
+    @field_validator("pipelines")
+    @classmethod
+    def _registered(cls, value: list[str]) -> list[str]:
+        names = pipeline_names()
+        unknown = [p for p in value if p not in names]
+        if unknown:
+            raise ValueError(f"unknown pipeline(s) {unknown}; registered: {', '.join(names)}."
+                             + did_you_mean(unknown[0], names))
+        if len(set(value)) != len(value):
+            raise ValueError(f"pipelines repeat: {value}")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
-        missing = [p for p in self.pipelines if p not in self.base]
+        extra = [p for p in self.base if p not in self.pipelines]
+        if extra:
+            raise ValueError(f"base names pipeline(s) {extra} that are not in pipelines {self.pipelines}")
+        missing = [p for p in self.pipelines if p not in self.base and not get_pipeline(p).base_preset]
         if missing:
             raise ValueError(f"base has no config for pipeline(s) {missing}; add e.g. base: {{{missing[0]}: tiny-{missing[0]}}}")
         if self.sampler == "grid":
@@ -115,7 +144,7 @@ class StudySpec(Strict):
 
     def run_config(self, pipeline: str, params: dict[str, Any], data_dir: Path | None = None) -> RunConfig:
         """The trial's config: base preset + study overrides + the study split + sampled params."""
-        raw, where = resolve_config_source(self.base[pipeline])
+        raw, where = resolve_config_source(self.base.get(pipeline) or get_pipeline(pipeline).base_preset)
         data = {"data.split": self.data.split, "data.val_fraction": self.data.val_fraction,
                 "data.test_fraction": self.data.test_fraction, "data.split_seed": self.data.split_seed}
         if data_dir or self.data.dir:

@@ -46,7 +46,7 @@ def test_quickstart_is_sized_for_cpu():
 def test_bad_study_reports_every_problem(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({
-        "pipelines": ["a", "c"], "trials": 0, "sampler": "tpe", "objectives": [{"metric": "balanced_acc"}],
+        "pipelines": ["a", "z"], "trials": 0, "sampler": "tpe", "objectives": [{"metric": "balanced_acc"}],
         "search_space": {"params": {"roi.margn": {"type": "float", "low": 0, "high": 1}}}}))
     with pytest.raises(ConfigError) as err:
         load_study(path)
