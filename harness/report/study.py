@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import DataError
-from harness.report.figures import color, styled, subplots
+from harness.report.figures import color as pipeline_color
+from harness.report.figures import styled, subplots
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ def trials_figure(s: StudySummary):
     t = s.trials
     for p in sorted(set(t["pipeline"])):
         g = t[t["pipeline"] == p].sort_values("number")
-        color = color(p)
+        color = pipeline_color(p)
         ok = g["state"] == "COMPLETE"
         for ax, x in ((axes[0, 0], g["number"]), (axes[0, 1], g["datetime_complete"])):
             ax.scatter(x[ok], g["value"][ok], s=16, color=color, alpha=0.75, label=f"Pipeline {p}")
@@ -188,7 +189,7 @@ def importance_figure(s: StudySummary):
     fig, axes = subplots(len(pipes), w=4.4, h=0.6 + 0.32 * n_params)
     for ax, p in zip(axes[0], pipes):
         items = sorted(s.importances[p].items(), key=lambda kv: kv[1])
-        ax.barh([k for k, _ in items], [v for _, v in items], color=color(p))
+        ax.barh([k for k, _ in items], [v for _, v in items], color=pipeline_color(p))
         ax.set_xlim(0, 1)
         ax.set_xlabel("importance (fANOVA)")
         ax.set_title(f"Pipeline {p}")
