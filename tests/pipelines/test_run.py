@@ -1,4 +1,4 @@
-"""End-to-end runs of both pipelines on a tiny dataset, checked independently of the code under test."""
+"""End-to-end runs of every built-in pipeline on a tiny dataset, checked independently of the code under test."""
 
 import json
 from pathlib import Path
@@ -14,7 +14,8 @@ from harness.pipelines.run import run_trial
 
 TINY = ["classifier.image_size=64", "segmenter.image_size=64", "classifier.optim.epochs=2",
         "segmenter.optim.epochs=2", "runtime.threads=1", "classifier.optim.batch_size=8",
-        "segmenter.optim.batch_size=8"]
+        "segmenter.optim.batch_size=8", "joint.image_size=64", "joint.optim.epochs=2", "joint.optim.batch_size=8"]
+PIPELINES = ["a", "b", "c"]
 
 
 @pytest.fixture(scope="module")
@@ -28,19 +29,19 @@ def runs(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     store = out / "store"
     return {p: run_trial(load_run_config(f"tiny-{p}", TINY), out / p, data_dir=data, store_root=store)
-            for p in ("a", "b")}
+            for p in PIPELINES}
 
 
 def read_png(path) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
-@pytest.mark.parametrize("pipeline", ["a", "b"])
+@pytest.mark.parametrize("pipeline", PIPELINES)
 def test_run_dir_contract(runs, pipeline):
     run_dir = runs[pipeline].run_dir
     for name in ("config.yaml", "metrics.json", "predictions.csv", "run.json"):
         assert (run_dir / name).is_file()
-    stages = {"a": {"classifier3", "segmenter_binary"}, "b": {"segmenter3", "roi_classifier"}}[pipeline]
+    stages = {"a": {"classifier3", "segmenter_binary"}, "b": {"segmenter3", "roi_classifier"}, "c": {"joint"}}[pipeline]
     assert {p.stem for p in (run_dir / "stages").glob("*.json")} == stages
     for name in stages:
         rec = json.loads((run_dir / "stages" / f"{name}.json").read_text())
@@ -54,9 +55,11 @@ def test_run_dir_contract(runs, pipeline):
         assert mask.shape == read_png(image_path).shape[:2], "masks are written at the original size"
         assert set(np.unique(mask)) <= {0, 255}
     np.testing.assert_allclose(pred[["prob_benign", "prob_malignant", "prob_normal"]].sum(axis=1), 1, atol=1e-5)
+    called_normal = pred.pred_label == 2
+    assert (pred.pred_pixels[called_normal] == 0).all(), "an image called Normal has an empty mask"
 
 
-@pytest.mark.parametrize("pipeline", ["a", "b"])
+@pytest.mark.parametrize("pipeline", PIPELINES)
 def test_metrics_recomputed_independently(runs, pipeline, data):
     run_dir = runs[pipeline].run_dir
     pred = pd.read_csv(run_dir / "predictions.csv")
@@ -80,7 +83,7 @@ def test_metrics_recomputed_independently(runs, pipeline, data):
     assert metrics["dice_ge_0.7"] == pytest.approx(np.mean(np.array(dices) >= 0.7))
 
 
-@pytest.mark.parametrize("pipeline", ["a", "b"])
+@pytest.mark.parametrize("pipeline", PIPELINES)
 def test_never_evaluates_training_images(runs, pipeline, data):
     split = json.loads((data / "splits" / "default.json").read_text())
     pred = pd.read_csv(runs[pipeline].run_dir / "predictions.csv")
@@ -138,7 +141,7 @@ def test_same_seed_same_metrics(runs, data, tmp_path):
     pd.testing.assert_frame_equal(again.drop(columns=["image_path"]), first.drop(columns=["image_path"]))
 
 
-@pytest.mark.parametrize("pipeline,kind,n", [("a", "full", 3), ("b", "roi", 2)])
+@pytest.mark.parametrize("pipeline,kind,n", [("a", "full", 3), ("b", "roi", 2), ("c", "full", 3)])
 def test_artifacts_rebuild_the_classifier_and_its_input(runs, pipeline, kind, n):
     import torch
 
@@ -154,6 +157,22 @@ def test_artifacts_rebuild_the_classifier_and_its_input(runs, pipeline, kind, n)
     with torch.no_grad():  # TTA recomputed by hand: mean softmax over original, hflip, vflip
         views = [t, torch.flip(t, dims=(-1,)), torch.flip(t, dims=(-2,))]
         probs = torch.stack([torch.softmax(model(v), 1)[0] for v in views]).mean(0).numpy()
-    if pipeline == "a":  # A's whole-image classifier output is what predictions.csv holds
+    if pipeline in ("a", "c"):  # a whole-image classifier's output is what predictions.csv holds
         row = pd.read_csv(run_dir / "predictions.csv", dtype={"image_id": str}).iloc[0]
         np.testing.assert_allclose(probs, [row.prob_benign, row.prob_malignant, row.prob_normal], atol=1e-5)
+
+
+def test_pipeline_c_label_comes_from_the_head_and_gates_the_mask(runs):
+    pred = pd.read_csv(runs["c"].run_dir / "predictions.csv")
+    probs = pred[["prob_benign", "prob_malignant", "prob_normal"]].to_numpy()
+    np.testing.assert_array_equal(probs.argmax(1), pred.pred_label)
+    assert runs["c"].stages["joint"]["metric_name"] == "bacc_dice_mean"
+
+
+def test_pipeline_c_cls_weight_is_a_training_knob(runs, data, tmp_path):
+    cfg = load_run_config("tiny-c", TINY + ["joint.cls_weight=0.5"])
+    res = run_trial(cfg, tmp_path / "c2", data_dir=data, store_root=runs["c"].run_dir.parent / "store")
+    assert res.trained_stages == ["joint"]
+    again = run_trial(load_run_config("tiny-c", TINY + ["eval.tta=false"]), tmp_path / "c3", data_dir=data,
+                      store_root=runs["c"].run_dir.parent / "store")
+    assert again.trained_stages == [], "TTA is evaluation-only for C too"
