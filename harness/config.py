@@ -217,7 +217,7 @@ class RunConfig(Strict):
 # Loading, overrides and error messages
 
 
-def _bundled_presets() -> list[str]:
+def bundled_presets() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("harness.presets").iterdir() if p.name.endswith(".yaml"))
 
 
@@ -225,7 +225,7 @@ def preset_names() -> list[str]:
     """Names of the presets (``harness run paper-a``): bundled files and those pipelines register."""
     from harness.pipelines.registry import registered_presets
 
-    return sorted(set(_bundled_presets()) | set(registered_presets()))
+    return sorted(set(bundled_presets()) | set(registered_presets()))
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -22,11 +22,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="harness",
-        description="Study harness for breast-ultrasound deep learning (paper pipelines A and B).",
+        description="Study harness for breast-ultrasound deep learning (task order: classification-first A, "
+                    "segmentation-first B, joint C, and any registered plug-in pipeline).",
     )
     parser.add_argument("--version", action="version", version=f"harness {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE|FILE.py",
+                        help="import a plug-in that registers pipelines (repeatable; also $HARNESS_PLUGINS)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for name in VERB_MODULES:
         importlib.import_module(f"harness.cli.{name}").register(sub)
@@ -49,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(args.debug, args.quiet)
     try:
+        if args.plugin:
+            _load_plugins(args.plugin)
         return int(args.func(args) or 0)
     except HarnessError as e:
         if args.debug:
@@ -62,3 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; what was already computed is kept on disk.", file=sys.stderr)
         return 130
+
+
+def _load_plugins(refs: list[str]) -> None:
+    """Import ``--plugin`` references and pass them on to child processes (Ray workers) via the env."""
+    import os
+    from pathlib import Path
+
+    from harness.plugins import ENV, load_plugins
+
+    load_plugins(refs)
+    absolute = [str(Path(r).resolve()) if r.endswith(".py") else r for r in refs]
+    os.environ[ENV] = os.pathsep.join([*absolute, *filter(None, os.environ.get(ENV, "").split(os.pathsep))])

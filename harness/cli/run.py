@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from harness.config import load_run_config, preset_names
+from harness.config import bundled_presets, load_run_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run", help="train and evaluate one pipeline variant",
         description="Train what the config needs (reusing stored stages), evaluate on the validation "
                     "subset (and the test subset when the split has one) and write the run directory.",
-        epilog=f"presets: {', '.join(preset_names())}. Example: harness run tiny-a --set eval.tta=false",
+        epilog=f"presets: {', '.join(bundled_presets())} (and those plug-ins register). Example: harness run tiny-a --set eval.tta=false",
     )
     p.add_argument("config", help="preset name or path to a YAML run config")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
