@@ -35,7 +35,8 @@ def main() -> None:
 
     from harness.cli.study import _overrides
     from harness.report.build import build_report
-    from harness.tune.runner import StudyPaths, run_study
+    from harness.tune.paths import StudyPaths
+    from harness.tune.runner import run_study
     from harness.tune.study import load_study
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -68,7 +69,7 @@ def main() -> None:
 def report_rows(args, spec, summary, data, t_synth: float, t_study: float, t_report: float) -> None:
     import optuna
 
-    from harness.tune.runner import StudyPaths
+    from harness.tune.paths import StudyPaths
 
     study = optuna.load_study(study_name=spec.name, storage=StudyPaths(args.out).storage_url)
     rows = []

@@ -105,12 +105,13 @@ class RunContext:
         return out
 
 
-def prepare(config: RunConfig, info: DeviceInfo, store_root: Path, *, data_dir: Path | None = None,
-            callbacks: Sequence[EpochCallback] = (), progress: bool = False, check_data: bool = True) -> RunContext:
-    """Check the dataset, load (or create and announce) the split, and set up the stage store.
+def load_dataset(config: RunConfig, data_dir: Path | None = None, *,
+                 check_data: bool = True) -> tuple[Path, DatasetIndex, Split]:
+    """Resolve the dataset directory, load (and check) its index, and load or create the split.
 
-    ``check_data=False`` skips the full dataset check (every mask decoded) when the caller already
-    ran it, e.g. a study's trials after the driver checked once.
+    The one data-preparation path: a run's :func:`prepare` and a study driver (which creates the
+    split once before its trials start) both call it, so they can never disagree on the split.
+    Returns (dataset directory, index, split).
     """
     root = resolve_data_dir(config, data_dir)
     index = load_index(root, config.data.columns or None, check=check_data)
@@ -119,5 +120,16 @@ def prepare(config: RunConfig, info: DeviceInfo, store_root: Path, *, data_dir: 
     overlap = set(split.train) & (set(split.val) | set(split.test))
     if overlap:  # load_split checks patients too; this guards the contract "never evaluate on training images"
         raise DataError(f"split {config.data.split}: {len(overlap)} images are both in train and val/test.")
+    return root, index, split
+
+
+def prepare(config: RunConfig, info: DeviceInfo, store_root: Path, *, data_dir: Path | None = None,
+            callbacks: Sequence[EpochCallback] = (), progress: bool = False, check_data: bool = True) -> RunContext:
+    """Check the dataset, load (or create and announce) the split, and set up the stage store.
+
+    ``check_data=False`` skips the full dataset check (every mask decoded) when the caller already
+    ran it, e.g. a study's trials after the driver checked once.
+    """
+    _, index, split = load_dataset(config, data_dir, check_data=check_data)
     return RunContext(config=config, info=info, store=StageStore(store_root), index=index, split=split,
                       callbacks=tuple(callbacks), progress=progress)

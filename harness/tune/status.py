@@ -10,7 +10,8 @@ import optuna
 import pandas as pd
 
 from harness.errors import ConfigError
-from harness.tune.runner import StudyPaths, best_trials, open_storage
+from harness.tune.bookkeeping import best_trials, open_storage
+from harness.tune.paths import StudyPaths
 from harness.tune.study import StudySpec
 
 

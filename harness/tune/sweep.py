@@ -28,7 +28,8 @@ def wandb_sweep(spec: StudySpec, study_path: str | Path) -> dict[str, Any]:
 
 def run_agent_trial(spec: StudySpec, params: dict[str, Any], out: Path, data_dir: Path | None = None) -> dict[str, Any]:
     """One trial under `wandb agent` (params arrive as key=value args and in wandb.config)."""
-    from harness.tune.runner import StudyPaths, execute_trial
+    from harness.tune.paths import StudyPaths
+    from harness.tune.trainable import execute_trial
 
     params = normalise_raw(dict(params), spec.search_space)
     pipeline = str(params.pop(PIPELINE_PARAM, spec.pipelines[0]))

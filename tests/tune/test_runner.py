@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness.tune.runner import CRASH_ONCE_ENV, StudyPaths, run_study
+from harness.tune.paths import StudyPaths
+from harness.tune.runner import run_study
 from harness.tune.study import StudySpec
 from harness.tune.tracking import read_offline_run
 
@@ -148,13 +149,13 @@ def test_fractional_gpus_run_four_trials_at_once():
     import ray
     from ray import tune
 
-    from harness.tune.runner import _cuda_available
+    from harness.tune.tuner import cuda_available
 
     ray.shutdown()
     ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        assert _cuda_available()
-        resources = fast_spec().resources.per_trial(_cuda_available())
+        assert cuda_available()
+        resources = fast_spec().resources.per_trial(cuda_available())
         assert resources == {"cpu": 1.0, "gpu": 0.5}
 
         def trainable(config):
@@ -195,12 +196,14 @@ def test_two_node_cluster_runs_trials_on_both_nodes(data, tmp_path):
 def test_crashed_trial_is_retried_and_resumes_its_stage(data, tmp_path):
     import ray
 
+    from harness.tune.testing import CrashOnce
+
     ray.shutdown()
     marker = tmp_path / "crashed"
     spec = fast_spec(pipelines=["a"], trials=1, max_failures=1, final={"enabled": False},
                      overrides={**FAST, "classifier.optim.epochs": 3})
-    run_study(spec, tmp_path / "s", data_dir=data,
-              ray_init={"num_cpus": 1, "log_to_driver": False, "runtime_env": {"env_vars": {CRASH_ONCE_ENV: str(marker)}}})
+    run_study(spec, tmp_path / "s", data_dir=data, ray_init={"num_cpus": 1, "log_to_driver": False},
+              epoch_hooks=[CrashOnce(marker)])
     ray.shutdown()
     assert marker.read_text() == "classifier3 epoch 1", "the worker died after the first epoch"
     trials, _ = complete_trials(tmp_path / "s")

@@ -1,0 +1,138 @@
+"""The one Ray Tune ``Tuner`` builder of a study, and the Ray session it runs in.
+
+As Ray splits its user-facing ``Tuner`` (``tune/tuner.py``) from the internals that assemble trainable,
+configs and callbacks (``tune/impl/tuner_internal.py``), the runner here decides *what* to run and
+this module decides *how*: the search and the final re-runs go through :func:`build_tuner`, so they
+share the trainable, resources, failure policy, storage layout and progress reporting, and differ only
+in what Tune is asked to sample (searcher + scheduler, or a grid of final runs).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import optuna
+
+from harness.tune.paths import StudyPaths
+from harness.tune.study import StudySpec
+from harness.tune.trainable import PROXY, ray_trainable
+
+if TYPE_CHECKING:
+    from ray import tune
+
+    from harness.engine.fit import EpochCallback
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["search", "final"]
+LABELS: dict[Mode, str] = {"search": "trial", "final": "final run"}
+"""How the progress messages name the trials of each mode."""
+
+
+def init_ray(address: str | None, ray_init: dict[str, Any] | None) -> None:
+    """Start (or join) Ray quietly, unless the caller already did; ``ray_init`` overrides our defaults."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # verbose=0 then really is quiet; progress is ours
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
+                              "log_to_driver": logger.isEnabledFor(logging.DEBUG)}
+    # without --address a *new* local instance: plain ray.init() would attach to the last cluster started
+    # on this machine (/tmp/ray/ray_current_cluster), even a dead one or somebody else's
+    kwargs["address"] = address or "local"
+    kwargs.update(ray_init or {})
+    ray.init(**kwargs)
+
+
+def cuda_available() -> bool:
+    """Whether the Ray cluster (not this process) has GPUs; decides ``gpu: auto`` per trial."""
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def build_tuner(spec: StudySpec, paths: StudyPaths, *, mode: Mode, data_dir: Path | None, cuda: bool, total: int,
+                tune_config: dict[str, Any] | None = None, param_space: dict[str, Any] | None = None,
+                epoch_hooks: Sequence[EpochCallback] = ()) -> tune.Tuner:
+    """A Tuner running :func:`ray_trainable` in ``mode`` with the study's resources and failure policy.
+
+    ``tune_config`` adds to the shared :class:`ray.tune.TuneConfig` fields (searcher, scheduler,
+    sample count); ``epoch_hooks`` reach every trial through ``tune.with_parameters`` (so they must
+    be picklable); ``total`` is the number of trials for the progress messages.
+    """
+    from ray import tune
+
+    from harness.tune.callbacks import ProgressCallback
+
+    trainable = tune.with_resources(
+        tune.with_parameters(ray_trainable, spec_json=spec.model_dump_json(), study_dir=str(paths.root.resolve()),
+                             data_dir=str(data_dir) if data_dir else None, mode=mode, epoch_hooks=tuple(epoch_hooks)),
+        spec.resources.per_trial(cuda))
+    return tune.Tuner(
+        trainable, param_space=param_space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True, **(tune_config or {})),
+        run_config=tune.RunConfig(name=f"{mode}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(paths.ray.resolve()),
+                                  failure_config=tune.FailureConfig(max_failures=spec.max_failures), verbose=0,
+                                  callbacks=[ProgressCallback(total, LABELS[mode])]))
+
+
+def search_tuner(spec: StudySpec, paths: StudyPaths, *, storage: optuna.storages.BaseStorage, remaining: int,
+                 data_dir: Path | None, cuda: bool, epoch_hooks: Sequence[EpochCallback] = ()) -> tune.Tuner:
+    """The search: ``remaining`` trials sampled by Optuna (into ``storage``), stopped early by ASHA."""
+    budget = spec.time_budget_minutes * 60 if spec.time_budget_minutes else None
+    return build_tuner(spec, paths, mode="search", data_dir=data_dir, cuda=cuda, total=remaining,
+                       tune_config={"search_alg": make_searcher(spec, storage), "scheduler": make_scheduler(spec),
+                                    "num_samples": remaining, "time_budget_s": budget},
+                       epoch_hooks=epoch_hooks)
+
+
+def final_tuner(spec: StudySpec, paths: StudyPaths, runs: list[dict[str, Any]], *, data_dir: Path | None, cuda: bool,
+                epoch_hooks: Sequence[EpochCallback] = ()) -> tune.Tuner:
+    """The final re-runs: one trial per ``{"pipeline", "overrides", "seed"}`` in ``runs``, no search."""
+    from ray import tune
+
+    return build_tuner(spec, paths, mode="final", data_dir=data_dir, cuda=cuda, total=len(runs),
+                       param_space={"run": tune.grid_search(runs)}, epoch_hooks=epoch_hooks)
+
+
+def make_searcher(spec: StudySpec, storage: optuna.storages.BaseStorage) -> tune.search.Searcher:
+    """The Optuna searcher of the spec's sampler, objectives and space, writing to ``storage``."""
+    from harness.tune.searcher import HarnessSearch, SpaceFunction
+
+    metrics = [o.metric for o in spec.objectives]
+    modes = [o.mode for o in spec.objectives]
+    sampler = (optuna.samplers.TPESampler(seed=spec.seed, multivariate=True) if spec.sampler == "tpe"
+               else optuna.samplers.RandomSampler(seed=spec.seed))
+    return HarnessSearch(space=SpaceFunction(spec.search_space, list(spec.pipelines)),
+                         metric=metrics if len(metrics) > 1 else metrics[0], mode=modes if len(modes) > 1 else modes[0],
+                         sampler=sampler, study_name=spec.name, storage=storage, objective_metrics=metrics)
+
+
+def make_scheduler(spec: StudySpec) -> tune.schedulers.TrialScheduler:
+    """ASHA per pipeline on the stage proxy, or FIFO (also for multi-objective studies, which
+    Tune's schedulers cannot rank)."""
+    from ray.tune.schedulers import FIFOScheduler
+
+    from harness.tune.scheduler import PerPipelineASHA
+
+    if spec.scheduler.type != "asha" or spec.multi_objective:
+        return FIFOScheduler()
+    return PerPipelineASHA(metric=PROXY, mode="max", time_attr="training_iteration", max_t=_max_t(spec),
+                           grace_period=spec.scheduler.grace_period,
+                           reduction_factor=spec.scheduler.reduction_factor)
+
+
+def _max_t(spec: StudySpec) -> int:
+    """ASHA's ``max_t``: an upper bound on the epochs (= reports) of any trial of the study.
+
+    Kept on its own so that it becomes one pipeline-registry call (epochs per pipeline) later.
+    """
+    configs = [spec.run_config(p, {}) for p in spec.pipelines]
+    return sum(c.classifier.optim.epochs + c.segmenter.optim.epochs for c in configs)
