@@ -145,9 +145,10 @@ def unregister_pipeline(name: str) -> None:
 
 
 def pipeline_names() -> list[str]:
-    """Registered pipelines in registration order (built-ins first: a, b, c)."""
+    """Registered pipelines: the built-ins (a, b, c) first, then plug-ins in registration order."""
     _ensure_builtins()
-    return list(_SPECS)
+    builtin = [s.name for s in _SPECS.values() if s.factory is not None and s.factory.__module__ in BUILTIN_MODULES]
+    return builtin + [n for n in _SPECS if n not in builtin]
 
 
 def get_pipeline(name: str, field_name: str = "pipeline") -> PipelineSpec:
@@ -160,8 +161,7 @@ def get_pipeline(name: str, field_name: str = "pipeline") -> PipelineSpec:
 
 
 def all_specs() -> list[PipelineSpec]:
-    _ensure_builtins()
-    return list(_SPECS.values())
+    return [_SPECS[n] for n in pipeline_names()]
 
 
 def spec_by_label(label: str) -> PipelineSpec | None:

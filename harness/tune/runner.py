@@ -94,11 +94,14 @@ def prepare_data(spec: StudySpec, data_dir: Path | None) -> Path:
     """
     from harness.data.cache import load_cache
     from harness.pipelines.context import load_dataset
+    from harness.pipelines.registry import get_pipeline
 
-    configs = [spec.run_config(p, {}, data_dir) for p in spec.pipelines]
-    root, index, _ = load_dataset(configs[0], data_dir, check_data=True)
-    for size in sorted({s for c in configs for s in (c.classifier.image_size, c.segmenter.image_size)}):
-        load_cache(index, size, configs[0].data.cache_dir)
+    configs = {p: spec.run_config(p, {}, data_dir) for p in spec.pipelines}
+    first = configs[spec.pipelines[0]]
+    root, index, _ = load_dataset(first, data_dir, check_data=True)
+    sizes = {getattr(c, st.section).image_size for p, c in configs.items() for st in get_pipeline(p).stages}
+    for size in sorted(sizes):
+        load_cache(index, size, first.data.cache_dir)
     return root.resolve()
 
 

@@ -130,9 +130,8 @@ def make_scheduler(spec: StudySpec) -> tune.schedulers.TrialScheduler:
 
 
 def _max_t(spec: StudySpec) -> int:
-    """ASHA's ``max_t``: an upper bound on the epochs (= reports) of any trial of the study.
+    """ASHA's ``max_t``: an upper bound on the epochs (= reports) of any trial of the study, from each
+    pipeline's epoch plan (registry)."""
+    from harness.pipelines.registry import get_pipeline
 
-    Kept on its own so that it becomes one pipeline-registry call (epochs per pipeline) later.
-    """
-    configs = [spec.run_config(p, {}) for p in spec.pipelines]
-    return sum(c.classifier.optim.epochs + c.segmenter.optim.epochs for c in configs)
+    return max(get_pipeline(p).max_epochs(spec.run_config(p, {})) for p in spec.pipelines)
