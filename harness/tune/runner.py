@@ -325,7 +325,7 @@ def run_final(spec: StudySpec, paths: StudyPaths, best: dict[str, optuna.trial.F
 def prepare_data(spec: StudySpec, data_dir: Path | None) -> Path:
     """Check the data, create the study split once and warm the array caches before trials start."""
     from harness.data.cache import load_cache
-    from harness.data.records import load_index
+    from harness.data.check import load_index
     from harness.data.splits import get_or_create_split
     from harness.pipelines.context import resolve_data_dir
 
