@@ -24,34 +24,8 @@ import cv2
 import numpy as np
 
 from harness.data.cache import load_cache, load_resized
-from harness.data.records import load_index
-
-
-def write_dataset(root: Path, n: int, size: int) -> None:
-    """The synthetic generator when available (realistic speckle), else a speckle-only stand-in."""
-    try:
-        from harness.data.synth import synthesize
-    except ImportError:
-        import pandas as pd
-
-        from harness.data.io import write_mask
-
-        rng = np.random.default_rng(0)
-        rows = []
-        for i in range(n):
-            label = i % 3
-            image = np.clip(rng.rayleigh(40, (size, size)), 0, 255).astype(np.uint8)
-            mask = np.zeros((size, size), bool)
-            if label != 2:
-                mask[size // 3 : size // 2, size // 3 : size // 2] = True
-            (root / "images").mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(root / "images" / f"i{i:04d}.png"), image)
-            write_mask(root / "masks" / f"i{i:04d}_mask.png", mask)
-            rows.append({"image_path": f"images/i{i:04d}.png", "mask_path": f"masks/i{i:04d}_mask.png",
-                         "label": label, "patient_id": f"p{i}"})
-        pd.DataFrame(rows).to_excel(root / "training_metadata.xlsx", index=False)
-        return
-    synthesize(root, n_images=n, size=size, seed=0)
+from harness.data.check import load_index
+from harness.data.synth import synthesize
 
 
 def median_time(fn: Callable[[], None], repeats: int) -> float:
@@ -65,7 +39,7 @@ def median_time(fn: Callable[[], None], repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="existing dataset directory (default: write a synthetic one)")
+    parser.add_argument("--data", type=Path, help="existing dataset directory (default: write one with harness.data.synth)")
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--image-size", type=int, default=256, help="side of the written images")
     parser.add_argument("--size", type=int, default=128, help="model input size (cache size)")
@@ -80,7 +54,7 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="bench_cache_"))
         root = tmp / "ds"
         t = time.perf_counter()
-        write_dataset(root, args.images, args.image_size)
+        synthesize(root, n_images=args.images, size=args.image_size, seed=0)  # realistic PNGs: real decode cost
         print(f"wrote {args.images} images of {args.image_size} px in {time.perf_counter() - t:.1f} s")
     try:
         index = load_index(root, check=False)

@@ -87,7 +87,7 @@ def main() -> None:
             cfg = load_run_config(preset, over)
             t0 = time.perf_counter()
             res = run_trial(cfg, args.out / f"{preset}-{int(t0)}", data_dir=data)
-            from harness.data.records import load_index
+            from harness.data.check import load_index
             from harness.data.splits import load_split
 
             split = load_split(data, cfg.data.split, load_index(data, check=False))

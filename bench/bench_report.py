@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_report.py --seeds 3 --gradcam # 3 seeds each + tiny-model Grad-CAM
 
 Builds a fake dataset (ultrasound-like PNGs at --size) and runs with the `harness run` layout
-(harness.report.testing), then times the CLI end to end (fresh interpreter, as a user runs it)
+(harness.testing), then times the CLI end to end (fresh interpreter, as a user runs it)
 and the stages in process: load, Table 9 + bootstrap, exports, figures + html.
 """
 
@@ -35,15 +35,12 @@ def main() -> None:
     from harness.report.build import ReportResult
     from harness.report.export import write_table9
     from harness.report.loader import load_sources
-    from harness.report.testing import FakeArtifacts, add_fake_classifier, make_dataset, make_run
+    from harness.testing.artifacts import FakeArtifacts, add_fake_classifier
+    from harness.testing.runs import make_runs
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_report_"))
     t = time.perf_counter()
-    images = make_dataset(root / "data", args.images, seed=0, size=(h, w))
-    runs = []
-    for s in range(1, args.seeds + 1):
-        runs.append(make_run(root / f"run_a_s{s}", images, "a", seed=s, accuracy=0.86, seg_quality=0.8))
-        runs.append(make_run(root / f"run_b_s{s}", images, "b", seed=s, accuracy=0.8, seg_quality=0.9))
+    runs = make_runs(root, args.images, seeds=range(1, args.seeds + 1), size=(w, h))
     if args.gradcam:
         for r in runs:
             add_fake_classifier(r, image_size=128)

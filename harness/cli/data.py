@@ -59,7 +59,7 @@ def cmd_import_busi(args: argparse.Namespace) -> int:
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    from harness.data.records import load_index
+    from harness.data.check import load_index
     from harness.data.splits import load_split, make_split, save_split, split_path
 
     index = load_index(args.dir, parse_columns(args.columns), check=True)

@@ -4,6 +4,9 @@ Metadata problems come from :mod:`harness.data.records`; this module adds the fi
 (unreadable/missing PNGs, mask size, mask emptiness vs label) and a summary with a preview of the
 paper's Table 1. Images are verified structurally (PNG chunks + CRCs) without decoding; masks are
 decoded because their emptiness must be known.
+
+:func:`load_index` is the gate every command passes: the same checks, raised together. It lives
+here, not in records, so the dependency runs one way (check -> records).
 """
 
 from __future__ import annotations
@@ -213,3 +216,25 @@ def check_dataset(root: Path, columns: dict[str, str] | None = None, *, preview:
     report.summary["seconds"] = time.perf_counter() - t0
     logger.debug("checked %s in %.2f s", root, report.summary["seconds"])
     return report
+
+
+def load_index(root: Path, columns: dict[str, str] | None = None, *, check: bool = True) -> DatasetIndex:
+    """The validated records of a dataset directory; what every training command starts from.
+
+    With ``check=True`` the full :func:`check_dataset` runs (every file is verified) and all
+    problems are raised together as one :class:`~harness.errors.DataError`; with ``check=False``
+    only the metadata is validated (for callers whose driver already checked the files, and for
+    benchmarks). Warnings go to the log.
+    """
+    if check:
+        report = check_dataset(root, columns, preview=False)
+        errors, warnings, index = report.errors, report.warnings, report.index
+    else:
+        parsed = parse_metadata(Path(root), columns)
+        errors, warnings, index = parsed.errors, parsed.warnings, parsed.index
+    if errors:
+        raise DataError(errors)
+    for w in warnings:
+        logger.warning(w)
+    assert index is not None
+    return index

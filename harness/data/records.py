@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,8 +22,6 @@ import pandas as pd
 from harness import CLASS_NAMES
 from harness.data.io import PathEscapeError, normalize_rel, read_metadata, safe_join
 from harness.errors import DataError, did_you_mean
-
-logger = logging.getLogger(__name__)
 
 METADATA_FILE = "training_metadata.xlsx"
 REQUIRED_COLUMNS = ("image_path", "mask_path", "label")
@@ -311,26 +308,3 @@ def parse_metadata(root: Path, columns: dict[str, str] | None = None) -> ParsedM
     records, row_errors, row_warnings = parse_rows(root, table, cols)
     index = DatasetIndex(root, tuple(records), metadata_hash(data, dict(columns or {})), "patient_id" in cols)
     return ParsedMetadata(index, errors + row_errors, warnings + row_warnings, table, cols)
-
-
-def load_index(root: Path, columns: dict[str, str] | None = None, *, check: bool = True) -> DatasetIndex:
-    """The validated records of a dataset directory; what every training command starts from.
-
-    With ``check=True`` the full :func:`~harness.data.check.check_dataset` runs (every file is
-    verified) and all problems are raised together; with ``check=False`` only the metadata is
-    validated. Warnings go to the log.
-    """
-    if check:
-        from harness.data.check import check_dataset  # check builds on this module
-
-        report = check_dataset(root, columns, preview=False)
-        errors, warnings, index = report.errors, report.warnings, report.index
-    else:
-        parsed = parse_metadata(Path(root), columns)
-        errors, warnings, index = parsed.errors, parsed.warnings, parsed.index
-    if errors:
-        raise DataError(errors)
-    for w in warnings:
-        logger.warning(w)
-    assert index is not None
-    return index

@@ -15,8 +15,9 @@ import numpy as np
 
 from harness.config import RunConfig
 from harness.data.cache import ArrayCache, load_cache
+from harness.data.check import load_index
 from harness.data.io import image_size, read_image, read_mask
-from harness.data.records import DatasetIndex, load_index
+from harness.data.records import DatasetIndex
 from harness.data.splits import Split, get_or_create_split
 from harness.engine.device import DeviceInfo
 from harness.engine.fit import EpochCallback

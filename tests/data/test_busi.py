@@ -8,16 +8,10 @@ import numpy as np
 import pytest
 
 from harness.data.busi import import_busi
-from harness.data.check import check_dataset
+from harness.data.check import check_dataset, load_index
 from harness.data.io import read_mask
-from harness.data.records import load_index
 from harness.errors import DataError
-
-
-def _box(h, w, y, x, s=6):
-    m = np.zeros((h, w), np.uint8)
-    m[y : y + s, x : x + s] = 255
-    return m
+from harness.testing.datasets import box_mask
 
 
 @pytest.fixture
@@ -39,7 +33,7 @@ def test_import_gives_a_valid_paper_dataset(busi, tmp_path, caplog):
     assert list(index.labels()) == [0, 0, 1, 1, 2, 2]
     assert index.patients() == index.ids()
     merged = read_mask(tmp_path / "out" / "masks" / "benign_002_mask.png")
-    expected = (_box(42, 50, 5, 5) | _box(42, 50, 20, 30) | _box(42, 50, 30, 10)) > 0
+    expected = (box_mask(42, 50, 5, 5) | box_mask(42, 50, 20, 30) | box_mask(42, 50, 30, 10)) > 0
     assert np.array_equal(merged, expected)
     assert (tmp_path / "out" / "images" / "benign_001.png").read_bytes() == (busi / "benign" / "benign (1).png").read_bytes()
     assert not list(tmp_path.glob(".out.partial*"))

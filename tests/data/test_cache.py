@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from harness.data.cache import ArrayCache, cache_stem, load_cache, load_resized, resize_image, resize_mask
-from harness.data.records import load_index
+from harness.data.check import load_index
 from harness.errors import DataError
 
 
@@ -121,7 +121,7 @@ def test_resize_helpers():
 
 def test_concurrent_builds_do_not_corrupt(index):
     code = (
-        "import sys; from harness.data.records import load_index; from harness.data.cache import load_cache; "
+        "import sys; from harness.data.check import load_index; from harness.data.cache import load_cache; "
         "c = load_cache(load_index(sys.argv[1], check=False), 48); print(int(c.images.sum()))"
     )
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -7,7 +7,8 @@ import logging
 import numpy as np
 import pytest
 
-from harness.data.records import METADATA_FILE, DatasetIndex, Record, load_index, parse_label, parse_metadata
+from harness.data.check import load_index
+from harness.data.records import METADATA_FILE, DatasetIndex, Record, parse_label, parse_metadata
 from harness.errors import DataError
 
 

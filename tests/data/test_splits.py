@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from harness.data.io import read_image
-from harness.data.records import load_index
+from harness.data.check import load_index
 from harness.data.splits import (
     Split,
     get_or_create_split,

@@ -7,7 +7,8 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-from harness.report.testing import make_dataset, make_run
+from harness.testing.datasets import make_dataset
+from harness.testing.runs import make_run
 
 matplotlib.use("Agg")
 
@@ -16,7 +17,7 @@ matplotlib.use("Agg")
 def fake_root(tmp_path_factory) -> Path:
     """One dataset, runs of A and B with seeds 1 and 2, plus runs with a test subset."""
     root = tmp_path_factory.mktemp("fake_runs")
-    images = make_dataset(root / "data", n=40, seed=0, size=(72, 96))
+    images = make_dataset(root / "data", n=40, size=(96, 72), seed=0).images
     for s in (1, 2):
         make_run(root / f"a_s{s}", images, "a", seed=s, accuracy=0.85, seg_quality=0.8)
         make_run(root / f"b_s{s}", images, "b", seed=s, accuracy=0.8, seg_quality=0.9)

@@ -30,9 +30,10 @@ def test_missing_run_is_a_clean_error(run_a, tmp_path, capsys):
 @pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_degenerate_run_reports_without_warnings(tmp_path):
     """A classifier that is always wrong (no correct lesion, no conditional Dice) still reports."""
-    from harness.report.testing import make_dataset, make_run
+    from harness.testing.datasets import make_dataset
+    from harness.testing.runs import make_run
 
-    images = make_dataset(tmp_path / "data", n=12, seed=3, size=(48, 64))
+    images = make_dataset(tmp_path / "data", n=12, size=(64, 48), seed=3).images
     run = make_run(tmp_path / "bad", images, "a", seed=1, accuracy=0.0)
     assert main(["-q", "report", str(run), "--bootstrap", "30", "--no-gradcam"]) == 0
     assert (run / "report" / "index.html").exists()

@@ -11,7 +11,7 @@ import torch
 from harness.report import gradcam as G
 from harness.report.build import build_report
 from harness.report.loader import group_by_pipeline, load_sources
-from harness.report.testing import FakeArtifacts, add_fake_classifier
+from harness.testing.artifacts import FakeArtifacts, add_fake_classifier
 
 
 @pytest.fixture(scope="module")

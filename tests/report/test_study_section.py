@@ -11,7 +11,7 @@ import pytest
 from harness.errors import DataError
 from harness.report import study as ST
 from harness.report.build import build_report
-from harness.report.testing import make_study_db
+from harness.testing.studies import make_study_db
 
 
 @pytest.fixture(scope="module")

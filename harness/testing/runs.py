@@ -1,0 +1,152 @@
+"""Fake RUN_DIRs: what ``harness run`` writes, without training, for report tests and benchmarks.
+
+:func:`make_run` writes ``predictions.csv``, ``pred_masks/``, ``config.yaml``, ``metrics*.json``
+and ``stages/*.json`` for one pipeline over a :mod:`harness.testing.datasets` dataset, with the
+errors a real run makes: wrong classes, boundary errors, missed lesions (in pipeline A a lesion
+called Normal gets no mask), false lesions on Normal images. Metrics come from the product's own
+:func:`harness.metrics.run_metrics`, so a fake run is internally consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from harness import NORMAL
+from harness.config import RunConfig, dump_yaml
+from harness.metrics import run_metrics
+from harness.metrics.segmentation import per_image
+from harness.testing.datasets import FakeImage, make_dataset
+from harness.testing.images import ellipse_mask, write_png
+
+# The stages of each pipeline as (stage name, kind), in run order. Kept as ONE mapping on purpose:
+# it is to become a lookup in the pipeline registry, a one-line change here.
+STAGES: dict[str, tuple[tuple[str, str], ...]] = {
+    "a": (("classifier3", "classifier"), ("segmenter_binary", "segmenter")),
+    "b": (("segmenter3", "segmenter"), ("roi_classifier", "classifier")),
+}
+
+
+def classifier_stage(pipeline: str) -> str:
+    """The name of ``pipeline``'s classifier stage (where a Grad-CAM checkpoint lives)."""
+    return next(stage for stage, kind in STAGES[pipeline] if kind == "classifier")
+
+
+def _predict_mask(gt: np.ndarray, rng: np.random.Generator, quality: float) -> np.ndarray:
+    """A perturbed copy of ``gt``: shifted, dilated/eroded, or (1 - ``quality``) of the time a
+    different blob that overlaps a little or not at all."""
+    if rng.random() > quality:
+        return ellipse_mask(gt.shape, rng, 0.8)
+    shift = rng.integers(-3, 4, size=2)
+    m = np.roll(gt, tuple(shift), axis=(0, 1)).astype(np.uint8)
+    kernel = np.ones((int(rng.integers(1, 4)),) * 2, np.uint8)
+    m = cv2.dilate(m, kernel) if rng.random() < 0.5 else cv2.erode(m, kernel)
+    return m.astype(bool)
+
+
+def _history(rng: np.random.Generator, epochs: int, kind: str) -> list[dict[str, float]]:
+    """A plausible learning curve: losses decay, the validation metric rises and saturates."""
+    rows = []
+    for e in range(1, epochs + 1):
+        base = math.exp(-e / (epochs / 3))
+        metric = min(0.97, (0.55 if kind == "classifier" else 0.45) + 0.4 * (1 - base) + rng.normal(0, 0.015))
+        rows.append({"epoch": e, "train_loss": 0.2 + 0.9 * base + rng.normal(0, 0.01),
+                     "val_loss": 0.3 + 0.8 * base + 0.002 * e + rng.normal(0, 0.02),
+                     "val_metric": metric, "lr": 1e-4 * (0.5 ** (e // 8)), "seconds": 1.0})
+    return rows
+
+
+def _predict(im: FakeImage, pipeline: str, rng: np.random.Generator, accuracy: float,
+             seg_quality: float) -> tuple[int, np.ndarray, np.ndarray]:
+    """(predicted label, class probabilities, predicted mask) for one image, errors included."""
+    wrong = [c for c in range(3) if c != im.label]
+    pred_label = im.label if rng.random() < accuracy else int(rng.choice(wrong))
+    logits = rng.normal(0, 1, 3)
+    logits[pred_label] += 2.5
+    probs = np.exp(logits) / np.exp(logits).sum()
+    lesion, called_lesion = im.label != NORMAL, pred_label != NORMAL
+    if lesion and called_lesion:
+        pred = _predict_mask(im.gt, rng, seg_quality)
+    elif lesion:  # called Normal: A skips segmentation; B found nothing (mostly)
+        pred = np.zeros_like(im.gt) if pipeline == "a" or rng.random() < 0.7 else _predict_mask(im.gt, rng, 0.3)
+    elif called_lesion:  # a false lesion on a Normal image
+        pred = ellipse_mask(im.gt.shape, rng, 0.4)
+    else:
+        pred = np.zeros_like(im.gt)
+    return pred_label, probs, pred
+
+
+def _write_metrics(run_dir: Path, table: pd.DataFrame, pipeline: str) -> None:
+    """``metrics.json`` (val) and ``metrics_<subset>.json``, NaN as null like the real writer."""
+    for subset in sorted(table["subset"].unique()):
+        m = {**run_metrics(table[table["subset"] == subset]), "pipeline": pipeline, "subset": subset}
+        name = "metrics.json" if subset == "val" else f"metrics_{subset}.json"
+        (run_dir / name).write_text(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
+                                                for k, v in m.items()}, indent=2))
+
+
+def _write_stages(run_dir: Path, pipeline: str, rng: np.random.Generator, seed: int, epochs: int,
+                  checkpoints: dict[str, Path]) -> None:
+    """``stages/<stage>.json`` per stage of :data:`STAGES`, with a learning curve."""
+    (run_dir / "stages").mkdir(exist_ok=True)
+    for stage, kind in STAGES[pipeline]:
+        history = _history(rng, epochs, kind)
+        best = max(history, key=lambda r: r["val_metric"])
+        ckpt = checkpoints.get(stage, run_dir / "checkpoints" / f"{stage}.pt")
+        (run_dir / "stages" / f"{stage}.json").write_text(json.dumps({
+            "stage": stage, "kind": kind, "hash": f"{stage[:4]}{seed:08d}", "checkpoint": str(ckpt),
+            "epochs": epochs, "best_epoch": best["epoch"], "best_metric": best["val_metric"],
+            "metric_name": "balanced_accuracy" if kind == "classifier" else "dice",
+            "seconds": float(epochs), "history": history}, indent=2))
+
+
+def make_run(run_dir: Path, images: Sequence[FakeImage], pipeline: str, seed: int = 42, accuracy: float = 0.85,
+             seg_quality: float = 0.85, test_fraction: float = 0.0, epochs: int = 12,
+             checkpoints: dict[str, Path] | None = None) -> Path:
+    """Write a RUN_DIR for ``pipeline`` ("a"/"b") evaluated on ``images``; return ``run_dir``.
+
+    ``accuracy`` is the chance a label is right and ``seg_quality`` the chance a lesion's mask is
+    a near miss rather than a different blob. The last ``test_fraction`` of the images form the
+    test subset, the rest val. ``checkpoints`` maps stage names to state-dict paths.
+    """
+    if pipeline not in STAGES:
+        raise ValueError(f"pipeline must be one of {sorted(STAGES)}, but got pipeline={pipeline!r}.")
+    rng = np.random.default_rng(seed + (0 if pipeline == "a" else 1000))
+    (run_dir / "pred_masks").mkdir(parents=True, exist_ok=True)
+    n_test = int(round(test_fraction * len(images)))
+    rows = []
+    for k, im in enumerate(images):
+        pred_label, probs, pred = _predict(im, pipeline, rng, accuracy, seg_quality)
+        write_png(run_dir / "pred_masks" / f"{im.image_id}.png", pred.astype(np.uint8) * 255)
+        rows.append({"subset": "test" if k >= len(images) - n_test else "val", "image_id": im.image_id,
+                     "label": im.label, "pred_label": pred_label, "prob_benign": probs[0],
+                     "prob_malignant": probs[1], "prob_normal": probs[2], **per_image(pred, im.gt),
+                     "gt_pixels": int(im.gt.sum()), "pred_pixels": int(pred.sum()),
+                     "image_path": str(im.image_path), "mask_path": str(im.mask_path or "")})
+    table = pd.DataFrame(rows)
+    table.to_csv(run_dir / "predictions.csv", index=False)
+    (run_dir / "config.yaml").write_text(dump_yaml(RunConfig(name=run_dir.name, pipeline=pipeline,
+                                                             runtime={"seed": seed})))
+    _write_metrics(run_dir, table, pipeline)
+    _write_stages(run_dir, pipeline, rng, seed, epochs, checkpoints or {})
+    return run_dir
+
+
+def make_runs(root: Path, n_images: int = 30, seeds: Sequence[int] = (42,), size: tuple[int, int] = (128, 96),
+              test_fraction: float = 0.0) -> list[Path]:
+    """A shared fake dataset in ``root/data`` (``size`` = (w, h)) and one A and one B run per seed
+    in ``root/run_{a,b}_s<seed>``, A a little more accurate and B a little better at masks."""
+    images = make_dataset(root / "data", n_images, size, seed=0).images
+    runs = []
+    for s in seeds:
+        runs.append(make_run(root / f"run_a_s{s}", images, "a", seed=s, accuracy=0.86, seg_quality=0.8,
+                             test_fraction=test_fraction))
+        runs.append(make_run(root / f"run_b_s{s}", images, "b", seed=s, accuracy=0.8, seg_quality=0.9,
+                             test_fraction=test_fraction))
+    return runs

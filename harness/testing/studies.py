@@ -1,0 +1,48 @@
+"""A fake Optuna study on disk for the report's study section (no Ray, no training).
+
+:func:`make_study_db` fills ``optuna.db`` with trials of both pipelines in every state the report
+must handle (complete, pruned, failed, still running), with parameters of the kinds a search space
+has (log-float, float, categorical) and a value that depends on one of them, so importances and
+"best so far" curves have something to show.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+
+
+def make_study_db(study_dir: Path, n_trials: int = 12, seed: int = 0, name: str = "fake-study") -> Path:
+    """``study_dir/optuna.db`` with ``n_trials`` finished trials alternating pipelines A and B
+    (the last one FAIL, the one before PRUNED, the rest COMPLETE) plus one RUNNING trial."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.trial import FrozenTrial, TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    db = study_dir / "optuna.db"
+    study = optuna.create_study(study_name=name, storage=f"sqlite:///{db.resolve()}", direction="maximize")
+    study.set_user_attr("spec", {"objectives": [{"metric": "balanced_accuracy"}]})
+    rng = np.random.default_rng(seed)
+    dists = {"classifier.lr_head": FloatDistribution(1e-4, 1e-2, log=True),
+             "roi.margin": FloatDistribution(0.0, 0.5),
+             "classifier.sampler": CategoricalDistribution(["random", "weighted"])}
+    t0 = dt.datetime(2026, 11, 20, 9, 0)
+    for k in range(n_trials):
+        params = {"classifier.lr_head": float(10 ** rng.uniform(-4, -2)), "roi.margin": float(rng.uniform(0, 0.5)),
+                  "classifier.sampler": str(rng.choice(["random", "weighted"]))}
+        # best near lr_head = 1e-3, so the importance of lr_head stands out
+        value = 0.6 + 0.3 * (1 - abs(np.log10(params["classifier.lr_head"]) + 3)) + rng.normal(0, 0.02)
+        state = TrialState.FAIL if k == n_trials - 1 else TrialState.PRUNED if k == n_trials - 2 else TrialState.COMPLETE
+        start = t0 + dt.timedelta(minutes=7 * k)
+        study.add_trial(FrozenTrial(
+            number=k, state=state, value=None if state == TrialState.FAIL else float(value), datetime_start=start,
+            datetime_complete=start + dt.timedelta(minutes=5), params=params, distributions=dists,
+            user_attrs={"pipeline": "a" if k % 2 == 0 else "b"}, system_attrs={}, intermediate_values={},
+            trial_id=k))
+    running = study.ask()
+    running.set_user_attr("pipeline", "a")
+    return db
