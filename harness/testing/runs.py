@@ -9,7 +9,6 @@ called Normal gets no mask), false lesions on Normal images. Metrics come from t
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,23 +18,25 @@ import numpy as np
 import pandas as pd
 
 from harness import NORMAL
-from harness.config import RunConfig, dump_yaml
+from harness.config import RunConfig
 from harness.metrics import run_metrics
 from harness.metrics.segmentation import per_image
+from harness.pipelines.registry import get_pipeline, pipeline_names
+from harness.rundir import RunDir
 from harness.testing.datasets import FakeImage, make_dataset
-from harness.testing.images import ellipse_mask, write_png
+from harness.testing.images import ellipse_mask
 
-# The stages of each pipeline as (stage name, kind), in run order. Kept as ONE mapping on purpose:
-# it is to become a lookup in the pipeline registry, a one-line change here.
-STAGES: dict[str, tuple[tuple[str, str], ...]] = {
-    "a": (("classifier3", "classifier"), ("segmenter_binary", "segmenter")),
-    "b": (("segmenter3", "segmenter"), ("roi_classifier", "classifier")),
-}
+def stages(pipeline: str) -> tuple[tuple[str, str], ...]:
+    """(stage name, kind) of ``pipeline`` in run order, from the pipeline registry."""
+    return tuple((st.name, st.kind) for st in get_pipeline(pipeline).stages)
 
 
 def classifier_stage(pipeline: str) -> str:
-    """The name of ``pipeline``'s classifier stage (where a Grad-CAM checkpoint lives)."""
-    return next(stage for stage, kind in STAGES[pipeline] if kind == "classifier")
+    """The stage Grad-CAM explains (where a fake classifier checkpoint lives), from the registry."""
+    explain = get_pipeline(pipeline).explain
+    if explain is None:
+        raise ValueError(f"pipeline {pipeline} names no stage to explain")
+    return explain[0]
 
 
 def _predict_mask(gt: np.ndarray, rng: np.random.Generator, quality: float) -> np.ndarray:
@@ -82,59 +83,55 @@ def _predict(im: FakeImage, pipeline: str, rng: np.random.Generator, accuracy: f
     return pred_label, probs, pred
 
 
-def _write_metrics(run_dir: Path, table: pd.DataFrame, pipeline: str) -> None:
-    """``metrics.json`` (val) and ``metrics_<subset>.json``, NaN as null like the real writer."""
+def _write_metrics(run_dir: RunDir, table: pd.DataFrame, pipeline: str) -> None:
+    """``metrics.json`` (val) and ``metrics_<subset>.json`` through the real writer."""
     for subset in sorted(table["subset"].unique()):
-        m = {**run_metrics(table[table["subset"] == subset]), "pipeline": pipeline, "subset": subset}
-        name = "metrics.json" if subset == "val" else f"metrics_{subset}.json"
-        (run_dir / name).write_text(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
-                                                for k, v in m.items()}, indent=2))
+        run_dir.write_metrics(subset, {**run_metrics(table[table["subset"] == subset]), "pipeline": pipeline,
+                                       "subset": subset})
 
 
-def _write_stages(run_dir: Path, pipeline: str, rng: np.random.Generator, seed: int, epochs: int,
+def _write_stages(run_dir: RunDir, pipeline: str, rng: np.random.Generator, seed: int, epochs: int,
                   checkpoints: dict[str, Path]) -> None:
-    """``stages/<stage>.json`` per stage of :data:`STAGES`, with a learning curve."""
-    (run_dir / "stages").mkdir(exist_ok=True)
-    for stage, kind in STAGES[pipeline]:
+    """``stages/<stage>.json`` per stage of the pipeline (registry), with a learning curve."""
+    for stage, kind in stages(pipeline):
         history = _history(rng, epochs, kind)
         best = max(history, key=lambda r: r["val_metric"])
-        ckpt = checkpoints.get(stage, run_dir / "checkpoints" / f"{stage}.pt")
-        (run_dir / "stages" / f"{stage}.json").write_text(json.dumps({
-            "stage": stage, "kind": kind, "hash": f"{stage[:4]}{seed:08d}", "checkpoint": str(ckpt),
+        run_dir.write_stage(stage, {
+            "stage": stage, "kind": kind, "hash": f"{stage[:4]}{seed:08d}",
+            "checkpoint": str(checkpoints.get(stage, run_dir.checkpoints / f"{stage}.pt")),
             "epochs": epochs, "best_epoch": best["epoch"], "best_metric": best["val_metric"],
             "metric_name": "balanced_accuracy" if kind == "classifier" else "dice",
-            "seconds": float(epochs), "history": history}, indent=2))
+            "seconds": float(epochs), "history": history})
 
 
 def make_run(run_dir: Path, images: Sequence[FakeImage], pipeline: str, seed: int = 42, accuracy: float = 0.85,
              seg_quality: float = 0.85, test_fraction: float = 0.0, epochs: int = 12,
              checkpoints: dict[str, Path] | None = None) -> Path:
-    """Write a RUN_DIR for ``pipeline`` ("a"/"b") evaluated on ``images``; return ``run_dir``.
+    """Write a RUN_DIR for a registered ``pipeline`` evaluated on ``images``; return ``run_dir``.
 
     ``accuracy`` is the chance a label is right and ``seg_quality`` the chance a lesion's mask is
     a near miss rather than a different blob. The last ``test_fraction`` of the images form the
     test subset, the rest val. ``checkpoints`` maps stage names to state-dict paths.
     """
-    if pipeline not in STAGES:
-        raise ValueError(f"pipeline must be one of {sorted(STAGES)}, but got pipeline={pipeline!r}.")
-    rng = np.random.default_rng(seed + (0 if pipeline == "a" else 1000))
-    (run_dir / "pred_masks").mkdir(parents=True, exist_ok=True)
+    if pipeline not in pipeline_names():
+        raise ValueError(f"pipeline must be one of {pipeline_names()}, but got pipeline={pipeline!r}.")
+    rng = np.random.default_rng(seed + 1000 * pipeline_names().index(pipeline))
+    rd = RunDir(run_dir)
     n_test = int(round(test_fraction * len(images)))
     rows = []
     for k, im in enumerate(images):
         pred_label, probs, pred = _predict(im, pipeline, rng, accuracy, seg_quality)
-        write_png(run_dir / "pred_masks" / f"{im.image_id}.png", pred.astype(np.uint8) * 255)
+        rd.write_mask(im.image_id, pred)
         rows.append({"subset": "test" if k >= len(images) - n_test else "val", "image_id": im.image_id,
                      "label": im.label, "pred_label": pred_label, "prob_benign": probs[0],
                      "prob_malignant": probs[1], "prob_normal": probs[2], **per_image(pred, im.gt),
                      "gt_pixels": int(im.gt.sum()), "pred_pixels": int(pred.sum()),
                      "image_path": str(im.image_path), "mask_path": str(im.mask_path or "")})
     table = pd.DataFrame(rows)
-    table.to_csv(run_dir / "predictions.csv", index=False)
-    (run_dir / "config.yaml").write_text(dump_yaml(RunConfig(name=run_dir.name, pipeline=pipeline,
-                                                             runtime={"seed": seed})))
-    _write_metrics(run_dir, table, pipeline)
-    _write_stages(run_dir, pipeline, rng, seed, epochs, checkpoints or {})
+    rd.write_predictions(table)
+    rd.write_config(RunConfig(name=run_dir.name, pipeline=pipeline, runtime={"seed": seed}))
+    _write_metrics(rd, table, pipeline)
+    _write_stages(rd, pipeline, rng, seed, epochs, checkpoints or {})
     return run_dir
 
 

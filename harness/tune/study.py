@@ -120,9 +120,11 @@ class StudySpec(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
-        extra = [p for p in self.base if p not in self.pipelines]
-        if extra:
-            raise ValueError(f"base names pipeline(s) {extra} that are not in pipelines {self.pipelines}")
+        names = pipeline_names()
+        unknown = [p for p in self.base if p not in names]
+        if unknown:
+            raise ValueError(f"base names unknown pipeline(s) {unknown}; registered: {', '.join(names)}."
+                             + did_you_mean(unknown[0], names))
         missing = [p for p in self.pipelines if p not in self.base and not get_pipeline(p).base_preset]
         if missing:
             raise ValueError(f"base has no config for pipeline(s) {missing}; add e.g. base: {{{missing[0]}: tiny-{missing[0]}}}")
