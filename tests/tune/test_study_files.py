@@ -39,8 +39,13 @@ def test_every_study_validates_and_exports_a_sweep(path):
 
 def test_quickstart_is_sized_for_cpu():
     spec = load_study(ROOT / "studies" / "quickstart.yaml")
-    assert spec.n_trials >= 8 and set(spec.pipelines) == {"a", "b"}
-    assert spec.base == {"a": "tiny-a", "b": "tiny-b"} and spec.data.test_fraction > 0
+    assert spec.n_trials >= 9 and spec.pipelines == ["a", "b", "c"]
+    assert spec.base == {"a": "tiny-a", "b": "tiny-b", "c": "tiny-c"} and spec.data.test_fraction > 0
+
+
+def test_task_order_study_has_all_three_answers():
+    spec = load_study(ROOT / "studies" / "task_order.yaml")
+    assert spec.pipelines == ["a", "b", "c"] and spec.base["c"] == "paper-c"
 
 
 def test_bad_study_reports_every_problem(tmp_path):
