@@ -44,10 +44,27 @@ class When(Strict):
 
 
 class _Param(Strict):
+    """A distribution over one config field. A new distribution is one subclass here (added to
+    :data:`Param`): it says how Optuna suggests it, its grid, its W&B sweep form and its extremes."""
+
     when: When | None = None
 
     def applies(self, pipeline: str) -> bool:
         return self.when is None or pipeline in self.when.pipeline
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        raise NotImplementedError
+
+    def grid(self) -> list[Any]:
+        raise NotImplementedError
+
+    def wandb(self) -> dict[str, Any]:
+        """The parameter in a W&B sweep config."""
+        raise NotImplementedError
+
+    def extremes(self) -> list[Any]:
+        """Values a study checks before any trial starts (each must give a valid run config)."""
+        raise NotImplementedError
 
 
 class FloatParam(_Param):
@@ -75,6 +92,14 @@ class FloatParam(_Param):
         n = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
         return [round(self.low + i * self.step, 10) for i in range(n)]
 
+    def wandb(self) -> dict[str, Any]:
+        if self.step is not None:
+            return {"values": self.grid()}
+        return {"distribution": "log_uniform_values" if self.log else "uniform", "min": self.low, "max": self.high}
+
+    def extremes(self) -> list[Any]:
+        return [self.low, self.high]
+
 
 class IntParam(_Param):
     type: Literal["int"]
@@ -95,6 +120,14 @@ class IntParam(_Param):
     def grid(self) -> list[int]:
         return list(range(self.low, self.high + 1, self.step))
 
+    def wandb(self) -> dict[str, Any]:
+        if self.step == 1 and not self.log:
+            return {"distribution": "int_uniform", "min": self.low, "max": self.high}
+        return {"values": self.grid()}
+
+    def extremes(self) -> list[Any]:
+        return [self.low, self.high]
+
 
 class CategoricalParam(_Param):
     type: Literal["categorical"]
@@ -104,6 +137,12 @@ class CategoricalParam(_Param):
         return trial.suggest_categorical(name, self.choices)
 
     def grid(self) -> list[Any]:
+        return list(self.choices)
+
+    def wandb(self) -> dict[str, Any]:
+        return {"values": list(self.choices)}
+
+    def extremes(self) -> list[Any]:
         return list(self.choices)
 
 
@@ -201,15 +240,7 @@ def to_wandb_parameters(space: SearchSpace, pipelines: list[str]) -> dict[str, A
     independently and normalised by ``harness trial``."""
     params: dict[str, Any] = {PIPELINE_PARAM: {"values": list(pipelines)}}
     for name, p in space.params.items():
-        if isinstance(p, CategoricalParam):
-            params[name] = {"values": list(p.choices)}
-        elif isinstance(p, IntParam):
-            params[name] = ({"distribution": "int_uniform", "min": p.low, "max": p.high} if p.step == 1 and not p.log
-                            else {"values": p.grid()})
-        elif p.step is not None:
-            params[name] = {"values": p.grid()}
-        else:
-            params[name] = {"distribution": "log_uniform_values" if p.log else "uniform", "min": p.low, "max": p.high}
+        params[name] = p.wandb()
     for group in space.simplex:
         for raw in group.raw_names():
             params[raw] = {"distribution": "uniform", "min": 1e-6, "max": 1.0}

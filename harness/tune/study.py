@@ -211,10 +211,8 @@ def load_study(path: Path | str, overrides: dict[str, Any] | None = None) -> Stu
 
 def _check_space_bounds(spec: StudySpec, problems: list[str]) -> None:
     """Every search-space extreme must give a valid run config (caught before any trial starts)."""
-    from harness.tune.space import CategoricalParam
-
     for name, p in spec.search_space.params.items():
-        values = p.choices if isinstance(p, CategoricalParam) else [p.low, p.high]
+        values = p.extremes()
         for pipeline in spec.pipelines:
             if not p.applies(pipeline):
                 continue

@@ -84,3 +84,13 @@ def test_wandb_parameters_and_raw_simplex_normalisation():
     raw = {"simplex.segmenter.loss.dice": 0.5, "simplex.segmenter.loss.focal": 0.25, "eval.tta": True}
     out = normalise_raw(raw, space)
     assert out["eval.tta"] is True and out["segmenter.loss.dice"] + out["segmenter.loss.focal"] == pytest.approx(1)
+
+
+def test_a_new_distribution_is_one_class():
+    """Every distribution answers the same four questions, so nothing outside space.py dispatches on type."""
+    from harness.tune.space import CategoricalParam, FloatParam, IntParam
+
+    for param in (FloatParam(type="float", low=0.1, high=0.3, step=0.1), IntParam(type="int", low=1, high=3),
+                  CategoricalParam(type="categorical", choices=["x", "y"])):
+        assert param.grid() and param.extremes() and param.wandb()
+        assert all(v in param.grid() for v in param.extremes())
