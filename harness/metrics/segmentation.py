@@ -79,6 +79,15 @@ def hausdorff(pred: np.ndarray, gt: np.ndarray, percentile: float = 95.0) -> flo
     return float(max(np.percentile(d_pred_to_gt, percentile), np.percentile(d_gt_to_pred, percentile)))
 
 
+def dice_from_counts(intersection: np.ndarray, pred_pixels: np.ndarray, gt_pixels: np.ndarray) -> np.ndarray:
+    """Per-image Dice 2|P∩G| / (|P|+|G|) from pixel counts (arrays of any shape); both masks empty
+    counts 1 (a correct empty mask), one empty 0. Shared by :func:`per_image` and the training
+    loop's validation Dice, so both follow the same empty-mask convention."""
+    inter = np.asarray(intersection, dtype=float)
+    size = np.asarray(pred_pixels, dtype=float) + np.asarray(gt_pixels, dtype=float)
+    return np.where(size > 0, 2 * inter / np.maximum(size, 1), 1.0)
+
+
 def per_image(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """Dice, IoU, precision, recall, specificity and HD95 of one predicted mask (module docstring
     gives the empty-mask convention). Returns python floats."""
@@ -93,7 +102,7 @@ def per_image(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     if n_pred == 0 and n_gt == 0:
         return {"dice": 1.0, "iou": 1.0, "precision": 1.0, "recall": 1.0, "specificity": 1.0, "hd95": 0.0}
     return {
-        "dice": 2 * tp / (n_pred + n_gt),
+        "dice": float(dice_from_counts(tp, n_pred, n_gt)),
         "iou": tp / (tp + fp + fn),
         "precision": tp / n_pred if n_pred else nan,
         "recall": tp / n_gt if n_gt else nan,

@@ -45,7 +45,7 @@ def table9_section(data, fig_dir: Path) -> Section:
     if data.tests.empty:
         s.blocks.append(paragraph("No paired test: both pipelines must be evaluated on common images."))
     else:
-        s.blocks.append(table(data.tests.drop(columns=["rows"]), {"A": "3", "B": "3", "statistic": "1", "p_value": "p"},
+        s.blocks.append(table(data.tests.drop(columns=["rows"]), {"A": "3", "B": "3", "statistic": "1", "p_value": "p", "p_holm": "p"},
                               "McNemar: exact binomial test on the images where exactly one pipeline is right. "
                               "Wilcoxon: signed-rank test of per-image Dice. With several seeds, per-image values are "
                               "pooled over seeds paired by seed."))
