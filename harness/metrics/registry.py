@@ -122,7 +122,7 @@ class Metric:
     direction: Direction = "max"
     bounds: tuple[float, float] = (0.0, 1.0)
     section: str | None = None
-    order: int | None = None
+    order: float | None = None
     percent: bool = False
     paper: Mapping[str, float] = field(default_factory=dict)
     aggregate: str = "mean"

@@ -82,11 +82,14 @@ def caption(table: pd.DataFrame, subset: str, n_images: dict[str, int], n_boot: 
     spread = (" Values with ± are mean ± std over runs (seeds); 'seeds' is the t-based 95% CI of that mean."
               if (table[[f"{p}_runs" for p in labels]] > 1).any().any() else "")
     pairs = pairs_of(labels)
-    holm_note = (f" p-values are Holm-adjusted over the {len(pairs)} pairs of pipelines." if len(pairs) > 1 else "")
-    vs = "-vs-".join(labels) if len(labels) == 2 else "pairwise"
+    tests = ""
+    if len(pairs) == 1:
+        tests = f" p: paired {pairs[0][0]}-vs-{pairs[0][1]} test on the same images (McNemar / Wilcoxon)."
+    elif pairs:
+        tests = (f" p: paired test of each pair of pipelines on the images both evaluated (McNemar / Wilcoxon), "
+                 f"Holm-adjusted over the {len(pairs)} pairs in each row.")
     return (f"Table 9 recomputed on the {subset} subset ({'; '.join(parts) or 'no runs'}). "
-            f"95% CI: percentile bootstrap over images (B = {n_boot}).{spread} "
-            f"p: paired {vs} test on the same images (McNemar / Wilcoxon).{holm_note}")
+            f"95% CI: percentile bootstrap over images (B = {n_boot}).{spread}{tests}")
 
 
 def table9_markdown(table: pd.DataFrame, cap: str = "") -> str:
