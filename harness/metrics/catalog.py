@@ -8,42 +8,18 @@ per-image columns) and returns ``B`` values; the formulas live in :mod:`.classif
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from harness import CLASS_NAMES
+from harness.metrics import end_to_end as E
 from harness.metrics.classification import average_precision, from_confusion, per_class, roc_auc
 from harness.metrics.registry import Metric, Sample, register
-from harness.metrics.segmentation import DICE_THRESHOLDS
+from harness.metrics.segmentation import DICE_THRESHOLDS, masked_fraction, masked_mean, masked_median
 
 CLF = "Classification performance"
 SEG = "Segmentation performance"
 CLINICAL = "Clinical metrics (malignancy)"
 PROB_COLUMNS: tuple[str, ...] = tuple(f"prob_{c.lower()}" for c in CLASS_NAMES)
-
-# ------------------------------------------------------------------------------------------------
-# Batched reductions over B x n arrays (pure)
-
-
-def masked_mean(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Row means of ``values`` where ``keep`` and not NaN; NaN for a row with nothing kept."""
-    keep = keep & ~np.isnan(values)
-    n = keep.sum(axis=-1)
-    total = np.where(keep, values, 0.0).sum(axis=-1)
-    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
-
-
-def masked_median(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a row with nothing kept -> NaN
-        return np.nanmedian(np.where(keep, values, np.nan), axis=-1)
-
-
-def masked_fraction(hit: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Fraction of the kept entries of each row that are ``hit``; NaN for a row with nothing kept."""
-    return masked_mean(hit.astype(float), keep)
-
 
 # ------------------------------------------------------------------------------------------------
 # Classification: one confusion matrix per resample (:func:`from_confusion`, checked against sklearn)
@@ -57,7 +33,6 @@ def _confusion_metric(key: str):
     return fn
 
 
-_MAL_NAN = "NaN without malignant images"
 _CLASSIFICATION = (
     # key, name, Table 9 (section, order, paper A, paper B, test), extra fields
     ("accuracy", "Accuracy", None, {}),
@@ -71,7 +46,7 @@ _CLASSIFICATION = (
      {"bounds": (-1.0, 1.0), "nan_policy": "NaN when chance agreement is 1 (one class in truth and predictions)"}),
     ("mcc", "MCC", None, {"bounds": (-1.0, 1.0), "nan_policy": "never NaN (0 when undefined)"}),
     ("malignant_sensitivity", "Malignant Sensitivity", (CLINICAL, 9, 0.9330, 0.8630, "mcnemar_malignant"),
-     {"nan_policy": _MAL_NAN}),
+     {"nan_policy": "NaN without malignant images"}),
     ("malignant_specificity", "Malignant Specificity", (CLINICAL, 10, 0.9239, 0.8596, "mcnemar_nonmalignant"),
      {"nan_policy": "NaN without non-malignant images"}),
     ("malignant_ppv", "Malignant PPV", None, {"nan_policy": "NaN when nothing is called malignant"}),
@@ -178,19 +153,19 @@ for _col, _prefix, _name, _dir, _bounds in _SEG_COLUMNS:
 
 
 def dice_all_mean(s: Sample) -> np.ndarray:
-    return masked_mean(s["dice"], np.ones_like(s["dice"], dtype=bool))
+    return E.dice_all(s["dice"])
 
 
 def dice_conditional_mean(s: Sample) -> np.ndarray:
-    return masked_mean(s["dice"], s.lesion & (s["pred_label"] == s["label"]))
+    return E.dice_conditional(s["dice"], s["label"], s["pred_label"])
 
 
 def missed_lesion_rate(s: Sample) -> np.ndarray:
-    return masked_fraction(s["pred_pixels"] == 0, s.lesion)
+    return E.missed_lesion_rate(s["label"], s["pred_pixels"])
 
 
 def false_lesion_rate(s: Sample) -> np.ndarray:
-    return masked_fraction(s["pred_pixels"] > 0, ~s.lesion)
+    return E.false_lesion_rate(s["label"], s["pred_pixels"])
 
 
 register(Metric("dice_all_mean", "Mean Dice (all images)", dice_all_mean, needs=("dice",),

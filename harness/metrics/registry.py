@@ -18,7 +18,6 @@ The paper's metrics are declared in :mod:`harness.metrics.catalog`, imported wit
 from __future__ import annotations
 
 import fnmatch
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -111,9 +110,12 @@ MetricFn = Callable[[Sample], np.ndarray]
 
 @dataclass(frozen=True, eq=False)
 class Metric:
-    """One metric, declared once. ``section``/``order`` place it in Table 9 (``None``: not there);
-    ``paper`` maps a pipeline name ("a", "b") to the paper's value; ``test`` names the paired test
-    strategy (:mod:`harness.metrics.paired`) of its Table 9 row; ``nan_policy`` says when it is NaN."""
+    """One metric, declared once. ``fn`` computes it from a :class:`Sample` holding at least the
+    columns in ``needs`` (NaN when one is missing); ``bounds`` are its range (the across-seed CI is
+    clipped to them); ``section``/``order`` place it in Table 9 (``None``: not there; rows sort by
+    ``order``); ``paper`` maps a pipeline name ("a", "b") to the paper's value; ``aggregate`` is how
+    runs (seeds) combine; ``test`` names the paired test strategy (:mod:`harness.metrics.paired`)
+    of its Table 9 row; ``nan_policy`` says when it is NaN."""
 
     key: str
     name: str
@@ -167,12 +169,6 @@ class Metric:
         if not s.has(*self.needs):
             return float("nan")
         return float(np.asarray(self.fn(s), dtype=float).ravel()[0])
-
-    def is_better(self, a: float, b: float) -> bool:
-        """``a`` strictly better than ``b`` in this metric's direction (NaN is never better)."""
-        if math.isnan(a) or math.isnan(b):
-            return False
-        return a > b if self.direction == "max" else a < b
 
 
 class _MetricRegistry(Registry[Metric]):

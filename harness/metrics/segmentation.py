@@ -29,6 +29,8 @@ Dice is never NaN, so Dice summaries always cover every image they are given.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy.ndimage import binary_erosion, distance_transform_edt
@@ -131,6 +133,28 @@ def summarize(values: np.ndarray) -> dict[str, float]:
         "n": int(ok.size),
         "n_nan": int(v.size - ok.size),
     }
+
+
+def masked_mean(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Mean over the last axis of the ``values`` where ``keep`` and not NaN; NaN where nothing is
+    kept. Works on one image set (``n``) or a batch of resamples (``B x n``)."""
+    values = np.asarray(values, dtype=float)
+    keep = np.asarray(keep, dtype=bool) & ~np.isnan(values)
+    n = keep.sum(axis=-1)
+    total = np.where(keep, values, 0.0).sum(axis=-1)
+    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+def masked_median(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Median over the last axis of the non-NaN ``values`` where ``keep``; NaN where nothing is kept."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nothing kept -> NaN
+        return np.nanmedian(np.where(keep, np.asarray(values, dtype=float), np.nan), axis=-1)
+
+
+def masked_fraction(hit: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Fraction of the kept entries (last axis) that are ``hit``; NaN where nothing is kept."""
+    return masked_mean(np.asarray(hit, dtype=float), keep)
 
 
 def fraction_at_least(values: np.ndarray, thresholds: tuple[float, ...] = DICE_THRESHOLDS) -> dict[float, float]:

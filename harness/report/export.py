@@ -36,7 +36,7 @@ def fmt_p(p) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _cell(rec: pd.Series, p: str, percent: bool, with_ci: bool = True) -> tuple[str, str]:
+def value_and_ci(rec: pd.Series, p: str, percent: bool, with_ci: bool = True) -> tuple[str, str]:
     """(value text, CI text) of pipeline ``p`` in one Table 9 row."""
     value = fmt(rec[p], percent)
     if rec[f"{p}_runs"] > 1 and not _nan(rec[f"{p}_std"]):
@@ -104,7 +104,7 @@ def table9_markdown(table: pd.DataFrame, cap: str = "") -> str:
         if row.section != section:
             section = row.section
             lines.append(f"| *{section}* |" + " |" * (len(heads) - 1))
-        cells = [c for p in labels for c in _cell(rec, p, row.percent)]
+        cells = [c for p in labels for c in value_and_ci(rec, p, row.percent)]
         cells += [fmt(rec[f"paper_{p}"], row.percent) for p in papers] + [fmt_p(rec[c]) for _, c in shown]
         lines.append(f"| {row.name.replace('>=', '≥')} | " + " | ".join(cells) + " |")
     return (f"{cap}\n\n" if cap else "") + "\n".join(lines) + "\n"
@@ -156,7 +156,7 @@ def table9_latex(table: pd.DataFrame, cap: str = "") -> str:
             lines.append(rf"\multicolumn{{{n_cols}}}{{l}}{{\textit{{" + tex_escape(section) + r"}} \\")
         cells = []
         for p in labels:
-            v, ci = _cell(rec, p, row.percent)
+            v, ci = value_and_ci(rec, p, row.percent)
             cells.append(tex_escape(v) + ("" if ci == DASH else r" {\scriptsize " + tex_escape(ci) + "}"))
         cells += [tex_escape(fmt(rec[f"paper_{p}"], row.percent)) for p in papers]
         cells += [tex_escape(fmt_p(rec[c]).replace("< ", "<")) for _, c in shown]
@@ -254,4 +254,4 @@ def write_table9(out_dir: Path, table: pd.DataFrame, tests: pd.DataFrame, sheets
 
 
 __all__ = ["write_table9", "table9_markdown", "table9_latex", "tests_markdown", "write_xlsx", "fmt", "fmt_p",
-           "tex_escape", "caption", "rows_by_name", "shown_p_columns", "paper_pipelines", "p_header"]
+           "tex_escape", "caption", "value_and_ci", "rows_by_name", "shown_p_columns", "paper_pipelines", "p_header"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from harness.report.export import fmt, fmt_p, p_header, paper_pipelines, rows_by_name, shown_p_columns
+from harness.report.export import fmt, fmt_p, p_header, paper_pipelines, rows_by_name, shown_p_columns, value_and_ci
 from harness.report.table9 import pipelines_of
 
 CSS = """
@@ -113,15 +113,9 @@ def best_pipelines(values: dict[str, float], direction: str) -> set[str]:
 
 
 def _value_cells(rec: pd.Series, p: str, percent: bool, best: bool) -> str:
-    v = fmt(rec[p], percent)
-    if rec[f"{p}_runs"] > 1 and not pd.isna(rec[f"{p}_std"]):
-        v += f" ± {fmt(rec[f'{p}_std'], percent)}"
-    ci = "–" if pd.isna(rec[f"{p}_ci_low"]) else f"[{fmt(rec[f'{p}_ci_low'], percent)}, {fmt(rec[f'{p}_ci_high'], percent)}]"
-    ci = esc(ci)
-    if not pd.isna(rec[f"{p}_seed_ci_low"]):
-        ci += "<br>" + esc(f"seeds [{fmt(rec[f'{p}_seed_ci_low'], percent)}, {fmt(rec[f'{p}_seed_ci_high'], percent)}]")
+    value, ci = value_and_ci(rec, p, percent)
     cls = ' class="best"' if best else ""
-    return f"<td{cls}>{esc(v)}</td><td class=\"ci\">{ci}</td>"
+    return f"<td{cls}>{esc(value)}</td><td class=\"ci\">{'<br>'.join(esc(part) for part in ci.split('; '))}</td>"
 
 
 def table9_html(t9: pd.DataFrame) -> str:

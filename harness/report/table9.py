@@ -34,12 +34,10 @@ TEST_COLUMNS = ["pair", "test", "scope", "rows", "n_images", "n_informative"]
 
 
 def __getattr__(name: str):
-    """``TABLE9_ROWS`` (the Table 9 metrics, in row order) and ``ROW_BY_NAME``, read from the
-    registry on every access so that they never go stale."""
+    """``TABLE9_ROWS``: the Table 9 metrics in row order, read from the registry on every access
+    so that it never goes stale."""
     if name == "TABLE9_ROWS":
         return tuple(list_metrics(table9=True))
-    if name == "ROW_BY_NAME":
-        return {m.name: m for m in list_metrics(table9=True)}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -111,7 +109,7 @@ def _pipeline_columns(runs: list[RunData], rows: list[Metric], n_boot: int, seed
     for m in rows:
         s = across_seeds(np.array([r.metrics.get(m.key, nan) for r in runs], dtype=float), level, m.bounds)
         lo, hi = boot[m.key]
-        out[m.key] = {"": s["mean"], "_ci_low": lo, "_ci_high": hi, "_std": s["std"],
+        out[m.key] = {"": s[m.aggregate], "_ci_low": lo, "_ci_high": hi, "_std": s["std"],
                       "_seed_ci_low": s["ci_low"], "_seed_ci_high": s["ci_high"], "_runs": len(runs)}
     return out
 

@@ -193,6 +193,20 @@ def toy_metric():
     assert "toy_error_rate" not in {k.key for k in list_metrics()}
 
 
+def test_decorator_form_registers_the_function():
+    from harness.metrics import metric
+
+    @metric(key="toy_n_images", name="Images", bounds=(0.0, float("inf")), needs=("label",), nan_policy="never NaN")
+    def toy_n_images(s: Sample) -> np.ndarray:
+        return np.full(s.n_resamples, float(s.n))
+
+    try:
+        assert get_metric("toy_n_images").fn is toy_n_images and run_metrics(random_predictions(n=7))["toy_n_images"] == 7
+        assert not get_metric("toy_n_images").in_table9
+    finally:
+        unregister("toy_n_images")
+
+
 def test_a_declared_metric_reaches_run_metrics_bootstrap_and_table9(toy_metric, tmp_path):
     from harness.metrics.stats import bootstrap_ci
     from harness.report.export import table9_latex, table9_markdown
