@@ -106,7 +106,7 @@ for _c, _cls in enumerate(CLASS_NAMES):
 # Segmentation of lesion images (true Benign/Malignant; a missed lesion has Dice 0), NaN values ignored
 
 _LESION_NAN = "NaN without lesion images (NaN per-image values are ignored)"
-_DICE_T9 = dict(section=SEG, test="wilcoxon_dice")
+_DICE_T9 = {"section": SEG, "test": "wilcoxon_dice"}
 
 
 def _lesion_summary(column: str, reduce):

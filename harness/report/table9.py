@@ -183,7 +183,7 @@ def _paired_records(groups: Mapping[str, list[RunData]], rows: list[Metric]) -> 
     records = [rec for first, second in pairs_of(labels) if groups[first] and groups[second]
                for rec in _test_pair(first, second, groups[first], groups[second], rows)]
     tests = pd.DataFrame(records, columns=columns)
-    for _, sel in tests.groupby("strategy", sort=False).groups.items():
+    for sel in tests.groupby("strategy", sort=False).groups.values():
         tests.loc[sel, "p_holm"] = holm(tests.loc[sel, "p_value"].to_numpy(float))
     return tests.astype({"p_holm": float})
 

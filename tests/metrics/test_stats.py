@@ -96,7 +96,7 @@ def test_across_seeds_ci_clipped_to_bounds():
 
 
 def test_replicates_of_any_registered_metric_and_nan_for_missing_columns():
-    y, p, dice = _case()
+    y, p, _ = _case()
     idx = T.bootstrap_indices(y.size, n_boot=5, seed=0)
     rep = T.replicate_metrics({"label": y, "pred_label": p}, idx, keys=["accuracy", "dice_mean"])
     assert set(rep) == {"accuracy", "dice_mean"} and np.isnan(rep["dice_mean"]).all()
