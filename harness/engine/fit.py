@@ -21,6 +21,9 @@ from tqdm.auto import tqdm
 from harness.config import OptimConfig
 from harness.engine.device import DeviceInfo
 from harness.errors import TrainingError
+from harness.metrics import get_metric
+from harness.metrics.classification import N_CLASSES
+from harness.metrics.segmentation import dice_from_counts
 
 logger = logging.getLogger(__name__)
 
@@ -202,27 +205,29 @@ def classification_score(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
 
 
 def balanced_accuracy_of(rows: np.ndarray) -> float:
-    """Mean recall over the classes present in the targets (eq. 5)."""
-    pred, target = rows[:, 0], rows[:, 1]
-    recalls = [np.mean(pred[target == c] == c) for c in np.unique(target)]
-    return float(np.mean(recalls)) if recalls else float("nan")
+    """Balanced accuracy (eq. 5) of (prediction, target) rows: the registered metric's function."""
+    if len(rows) == 0:
+        return float("nan")
+    rows = np.asarray(rows, dtype=np.int64)
+    n_classes = max(N_CLASSES, int(rows.max()) + 1)
+    return get_metric("balanced_accuracy").compute({"label": rows[:, 1], "pred_label": rows[:, 0]}, n_classes)
 
 
 def dice_score(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    """Per-image foreground Dice at the training resolution (lesion = any non-background class).
+    """Per-image foreground Dice at the training resolution (lesion = any non-background class),
+    with :func:`harness.metrics.segmentation.dice_from_counts` (both empty 1, one empty 0).
 
-    Both empty counts 1 (a correct empty mask), one empty counts 0.
+    Pixel counts are taken on the device; only three numbers per image leave it.
     """
-    if logits.shape[1] == 1:
-        pred = logits[:, 0] > 0
-    else:
-        pred = logits.argmax(1) > 0
+    pred = logits[:, 0] > 0 if logits.shape[1] == 1 else logits.argmax(1) > 0
     gt = y > 0
-    inter = (pred & gt).flatten(1).sum(1).float()
-    size = pred.flatten(1).sum(1).float() + gt.flatten(1).sum(1).float()
-    dice = torch.where(size > 0, 2 * inter / size.clamp(min=1), torch.ones_like(size))
-    return dice.cpu().numpy()[:, None]
+    counts = torch.stack([(pred & gt).flatten(1).sum(1), pred.flatten(1).sum(1), gt.flatten(1).sum(1)])
+    inter, n_pred, n_gt = counts.cpu().numpy()
+    return dice_from_counts(inter, n_pred, n_gt)[:, None]
 
 
 def mean_of(rows: np.ndarray) -> float:
-    return float(np.mean(rows)) if len(rows) else float("nan")
+    """Mean per-image Dice over every image of ``dice_score`` rows: the registered ``dice_all_mean``."""
+    if len(rows) == 0:
+        return float("nan")
+    return get_metric("dice_all_mean").compute({"dice": np.asarray(rows, dtype=float)[:, 0]})

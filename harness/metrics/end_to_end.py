@@ -1,6 +1,7 @@
 """The two-stage pipeline judged as one system (paper sections 5.3 and 6.3).
 
-Inputs are per-image arrays: true label, predicted label, per-image Dice of the *final* mask (with
+Inputs are per-image arrays (``n`` images, or ``B x n`` for a batch of bootstrap resamples, which
+gives ``B`` values): true label, predicted label, per-image Dice of the *final* mask (with
 the empty-mask convention of :mod:`harness.metrics.segmentation`, so a missed lesion has Dice 0
 and a correct empty mask on a Normal image Dice 1) and the predicted mask's pixel count.
 A "lesion image" is one whose true label is Benign or Malignant.
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from harness import BENIGN, MALIGNANT
+from harness.metrics.segmentation import masked_fraction, masked_mean
 
 ATTRIBUTIONS: tuple[str, ...] = ("none", "classification", "segmentation", "both")
 
@@ -21,51 +23,48 @@ def is_lesion(labels: np.ndarray) -> np.ndarray:
     return np.isin(np.asarray(labels), (BENIGN, MALIGNANT))
 
 
-def _mean(values: np.ndarray, where: np.ndarray) -> float:
-    v = np.asarray(values, dtype=float)[where]
-    v = v[~np.isnan(v)]
-    return float(v.mean()) if v.size else float("nan")
-
-
-def _lengths(*arrays: np.ndarray) -> None:
-    sizes = {np.asarray(a).size for a in arrays}
-    if len(sizes) != 1:
-        raise ValueError(f"per-image arrays differ in length: {sorted(sizes)}")
-    if sizes == {0}:
+def _check(*arrays: np.ndarray) -> None:
+    shapes = {np.shape(a) for a in arrays}
+    if len(shapes) != 1:
+        raise ValueError(f"per-image arrays differ in length: {sorted(shapes)}")
+    if not np.shape(arrays[0]) or np.shape(arrays[0])[-1] == 0:
         raise ValueError("no images: cannot compute end-to-end metrics on empty input")
 
 
-def dice_all(dice: np.ndarray) -> float:
+def _value(x: np.ndarray) -> float | np.ndarray:
+    """A float for one set of images, the array of values for a batch of resamples."""
+    return float(x) if np.ndim(x) == 0 else x
+
+
+def dice_all(dice: np.ndarray) -> float | np.ndarray:
     """Mean Dice over every image (a Normal image with an empty predicted mask counts 1)."""
-    _lengths(dice)
-    return _mean(dice, np.ones(np.asarray(dice).size, dtype=bool))
+    _check(dice)
+    return _value(masked_mean(dice, np.ones(np.shape(dice), dtype=bool)))
 
 
-def dice_lesion(dice: np.ndarray, labels: np.ndarray) -> float:
+def dice_lesion(dice: np.ndarray, labels: np.ndarray) -> float | np.ndarray:
     """Mean Dice over lesion images; a missed lesion counts 0 (the paper's 'mean lesion Dice')."""
-    _lengths(dice, labels)
-    return _mean(dice, is_lesion(labels))
+    _check(dice, labels)
+    return _value(masked_mean(dice, is_lesion(labels)))
 
 
-def dice_conditional(dice: np.ndarray, labels: np.ndarray, pred_labels: np.ndarray) -> float:
+def dice_conditional(dice: np.ndarray, labels: np.ndarray, pred_labels: np.ndarray) -> float | np.ndarray:
     """Mean Dice over lesion images whose class was predicted correctly (conditional Dice)."""
-    _lengths(dice, labels, pred_labels)
+    _check(dice, labels, pred_labels)
     labels = np.asarray(labels)
-    return _mean(dice, is_lesion(labels) & (np.asarray(pred_labels) == labels))
+    return _value(masked_mean(dice, is_lesion(labels) & (np.asarray(pred_labels) == labels)))
 
 
-def missed_lesion_rate(labels: np.ndarray, pred_pixels: np.ndarray) -> float:
+def missed_lesion_rate(labels: np.ndarray, pred_pixels: np.ndarray) -> float | np.ndarray:
     """Fraction of lesion images whose final mask is empty; NaN without lesion images."""
-    _lengths(labels, pred_pixels)
-    lesion = is_lesion(labels)
-    return float(np.mean(np.asarray(pred_pixels)[lesion] == 0)) if lesion.any() else float("nan")
+    _check(labels, pred_pixels)
+    return _value(masked_fraction(np.asarray(pred_pixels) == 0, is_lesion(labels)))
 
 
-def false_lesion_rate(labels: np.ndarray, pred_pixels: np.ndarray) -> float:
+def false_lesion_rate(labels: np.ndarray, pred_pixels: np.ndarray) -> float | np.ndarray:
     """Fraction of Normal images whose final mask is not empty; NaN without Normal images."""
-    _lengths(labels, pred_pixels)
-    normal = ~is_lesion(labels)
-    return float(np.mean(np.asarray(pred_pixels)[normal] > 0)) if normal.any() else float("nan")
+    _check(labels, pred_pixels)
+    return _value(masked_fraction(np.asarray(pred_pixels) > 0, ~is_lesion(labels)))
 
 
 def attribute_errors(
@@ -77,7 +76,7 @@ def attribute_errors(
     The attribution is descriptive: in pipeline A a lesion called Normal also gets no mask, so it
     shows up as "both" although the classifier caused it; the table makes such coupling visible.
     """
-    _lengths(labels, pred_labels, dice)
+    _check(labels, pred_labels, dice)
     labels, pred_labels, dice = np.asarray(labels), np.asarray(pred_labels), np.asarray(dice, dtype=float)
     lesion = is_lesion(labels)
     clf_ok = pred_labels[lesion] == labels[lesion]
@@ -109,7 +108,7 @@ def error_propagation_table(
             "segmentation": f"bad (Dice < {good_dice:g})" if name in ("segmentation", "both") else f"good (Dice >= {good_dice:g})",
             "n": int(sel.sum()),
             "fraction": float(sel.mean()) if sel.size else float("nan"),
-            "dice_mean": _mean(d, sel),
+            "dice_mean": float(masked_mean(d, sel)),
         })
     return pd.DataFrame(rows)
 

@@ -29,6 +29,8 @@ Dice is never NaN, so Dice summaries always cover every image they are given.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy.ndimage import binary_erosion, distance_transform_edt
@@ -79,6 +81,15 @@ def hausdorff(pred: np.ndarray, gt: np.ndarray, percentile: float = 95.0) -> flo
     return float(max(np.percentile(d_pred_to_gt, percentile), np.percentile(d_gt_to_pred, percentile)))
 
 
+def dice_from_counts(intersection: np.ndarray, pred_pixels: np.ndarray, gt_pixels: np.ndarray) -> np.ndarray:
+    """Per-image Dice 2|P∩G| / (|P|+|G|) from pixel counts (arrays of any shape); both masks empty
+    counts 1 (a correct empty mask), one empty 0. Shared by :func:`per_image` and the training
+    loop's validation Dice, so both follow the same empty-mask convention."""
+    inter = np.asarray(intersection, dtype=float)
+    size = np.asarray(pred_pixels, dtype=float) + np.asarray(gt_pixels, dtype=float)
+    return np.where(size > 0, 2 * inter / np.maximum(size, 1), 1.0)
+
+
 def per_image(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """Dice, IoU, precision, recall, specificity and HD95 of one predicted mask (module docstring
     gives the empty-mask convention). Returns python floats."""
@@ -93,7 +104,7 @@ def per_image(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     if n_pred == 0 and n_gt == 0:
         return {"dice": 1.0, "iou": 1.0, "precision": 1.0, "recall": 1.0, "specificity": 1.0, "hd95": 0.0}
     return {
-        "dice": 2 * tp / (n_pred + n_gt),
+        "dice": float(dice_from_counts(tp, n_pred, n_gt)),
         "iou": tp / (tp + fp + fn),
         "precision": tp / n_pred if n_pred else nan,
         "recall": tp / n_gt if n_gt else nan,
@@ -122,6 +133,28 @@ def summarize(values: np.ndarray) -> dict[str, float]:
         "n": int(ok.size),
         "n_nan": int(v.size - ok.size),
     }
+
+
+def masked_mean(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Mean over the last axis of the ``values`` where ``keep`` and not NaN; NaN where nothing is
+    kept. Works on one image set (``n``) or a batch of resamples (``B x n``)."""
+    values = np.asarray(values, dtype=float)
+    keep = np.asarray(keep, dtype=bool) & ~np.isnan(values)
+    n = keep.sum(axis=-1)
+    total = np.where(keep, values, 0.0).sum(axis=-1)
+    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+def masked_median(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Median over the last axis of the non-NaN ``values`` where ``keep``; NaN where nothing is kept."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nothing kept -> NaN
+        return np.nanmedian(np.where(keep, np.asarray(values, dtype=float), np.nan), axis=-1)
+
+
+def masked_fraction(hit: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Fraction of the kept entries (last axis) that are ``hit``; NaN where nothing is kept."""
+    return masked_mean(np.asarray(hit, dtype=float), keep)
 
 
 def fraction_at_least(values: np.ndarray, thresholds: tuple[float, ...] = DICE_THRESHOLDS) -> dict[float, float]:

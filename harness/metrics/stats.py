@@ -1,24 +1,23 @@
-"""Uncertainty and comparisons: bootstrap over images, spread across seeds, paired A-vs-B tests.
+"""Uncertainty and comparisons: bootstrap over images, spread across seeds, paired tests, Holm.
 
-The bootstrap is vectorised: indices for all replicates are drawn once, classification metrics
-come from one confusion matrix per replicate (a single ``np.bincount``) through the same
-:func:`harness.metrics.classification.from_confusion` used for the point estimate, and Dice
-summaries from masked reductions. 1000 replicates of 300 images take milliseconds.
+The bootstrap is vectorised: indices for all replicates are drawn once and every registered metric
+computes all replicates of a block in one call of its own function (the one ``run_metrics``
+uses): classification metrics from one confusion matrix per replicate (a single ``np.bincount``),
+Dice summaries from masked reductions. 1000 replicates of 300 images take milliseconds.
 """
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as sps
 
-from harness.metrics.classification import N_CLASSES, check_labels, from_confusion
-from harness.metrics.end_to_end import is_lesion
-from harness.metrics.segmentation import DICE_THRESHOLDS
+from harness.metrics.classification import N_CLASSES
+from harness.metrics.registry import Sample, compute_metrics, get_metric, list_metrics
 
-_CHUNK = 250  # replicates per block: bounds memory at ~_CHUNK * n_images ints
+_CHUNK = 250  # replicates per block: bounds memory at ~_CHUNK * n_images values per column
 
 
 def bootstrap_indices(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
@@ -31,31 +30,12 @@ def bootstrap_indices(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
 
 
 def replicate_metrics(
-    labels: np.ndarray, pred_labels: np.ndarray, dice: np.ndarray | None, idx: np.ndarray, n_classes: int = N_CLASSES
+    columns: Mapping[str, np.ndarray], idx: np.ndarray, keys: Iterable[str] | None = None, n_classes: int = N_CLASSES
 ) -> dict[str, np.ndarray]:
-    """Metrics of each resample ``idx[b]``: classification keys of ``from_confusion`` and, when
-    ``dice`` is given, ``dice_mean``, ``dice_median``, ``dice_ge_<t>`` over lesion images."""
-    labels, pred_labels = check_labels(labels, pred_labels, n_classes)
-    idx = np.atleast_2d(idx)
-    n_boot = idx.shape[0]
-    codes = labels * n_classes + pred_labels
-    kk = n_classes * n_classes
-    flat = (np.arange(n_boot)[:, None] * kk + codes[idx]).ravel()
-    cm = np.bincount(flat, minlength=n_boot * kk).reshape(n_boot, n_classes, n_classes)
-    out = from_confusion(cm)
-    if dice is not None:
-        dice = np.asarray(dice, dtype=float)
-        keep = is_lesion(labels) & ~np.isnan(dice)
-        k, d = keep[idx], dice[idx]
-        n_les = k.sum(axis=1).astype(float)
-        n_les[n_les == 0] = np.nan
-        out["dice_mean"] = np.where(k, d, 0.0).sum(axis=1) / n_les
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows -> NaN
-            out["dice_median"] = np.nanmedian(np.where(k, d, np.nan), axis=1)
-        for t in DICE_THRESHOLDS:
-            out[f"dice_ge_{t:g}"] = (k & (d >= t)).sum(axis=1) / n_les
-    return out
+    """Registered metrics ``keys`` (default: Table 9's) of each resample ``idx[b]`` of the per-image
+    ``columns`` (``label``, ``pred_label``, ``dice``, ...); NaN for a metric whose column is missing."""
+    metrics = list_metrics(table9=True) if keys is None else [get_metric(k) for k in keys]
+    return compute_metrics(Sample(columns, idx, n_classes), metrics)
 
 
 def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -70,30 +50,28 @@ def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float
 
 
 def bootstrap_ci(
-    labels: np.ndarray,
-    pred_labels: np.ndarray,
-    dice: np.ndarray | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
+    columns: Mapping[str, np.ndarray], n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+    keys: Iterable[str] | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """95% (``level``) percentile bootstrap CI over images for every replicated metric."""
+    """95% (``level``) percentile bootstrap CI over images of every metric of ``keys``."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), but got level={level}")
-    reps = bootstrap_replicates(labels, pred_labels, dice, n_boot, seed)
+    reps = bootstrap_replicates(columns, n_boot, seed, keys)
     return {k: percentile_ci(v, level) for k, v in reps.items()}
 
 
 def bootstrap_replicates(
-    labels: np.ndarray, pred_labels: np.ndarray, dice: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0
+    columns: Mapping[str, np.ndarray], n_boot: int = 1000, seed: int = 0, keys: Iterable[str] | None = None
 ) -> dict[str, np.ndarray]:
-    """``n_boot`` bootstrap replicates of every metric of :func:`replicate_metrics`.
+    """``n_boot`` bootstrap replicates of the metrics ``keys`` (:func:`replicate_metrics`).
 
     The same ``seed`` and number of images give the same resamples, so replicates of two runs on
     the same (sorted) images are paired and can be averaged replicate by replicate.
     """
-    idx = bootstrap_indices(np.asarray(labels).size, n_boot, seed)
-    parts = [replicate_metrics(labels, pred_labels, dice, idx[i : i + _CHUNK]) for i in range(0, n_boot, _CHUNK)]
+    keys = None if keys is None else list(keys)
+    n = len(next(iter(columns.values()))) if columns else 0
+    idx = bootstrap_indices(n, n_boot, seed)
+    parts = [replicate_metrics(columns, idx[i : i + _CHUNK], keys) for i in range(0, n_boot, _CHUNK)]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -124,7 +102,7 @@ def across_seeds(values: np.ndarray, level: float = 0.95, bounds: tuple[float, f
 
 
 # ------------------------------------------------------------------------------------------------
-# Paired tests (same images, two pipelines)
+# Paired tests (same images, two pipelines) and multiplicity
 
 
 @dataclass(frozen=True)
@@ -179,3 +157,24 @@ def wilcoxon(x: np.ndarray, y: np.ndarray) -> PairedTest:
         return PairedTest("wilcoxon", 0.0, 1.0, 0)
     res = sps.wilcoxon(d[d != 0], zero_method="wilcox", alternative="two-sided")
     return PairedTest("wilcoxon", float(res.statistic), float(res.pvalue), n)
+
+
+def holm(pvalues: Iterable[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error), in the order given.
+
+    With the m non-NaN p-values sorted, p_(1) <= ... <= p_(m): adjusted p_(i) =
+    max over j <= i of min(1, (m - j + 1) p_(j)). NaN entries stay NaN and do not count in m.
+    """
+    p = np.asarray(list(pvalues) if not isinstance(pvalues, np.ndarray) else pvalues, dtype=float)
+    if p.ndim != 1:
+        raise ValueError(f"pvalues must be 1-D, but got shape {p.shape}")
+    ok = ~np.isnan(p)
+    if ((p[ok] < 0) | (p[ok] > 1)).any():
+        raise ValueError(f"p-values must be in [0, 1], but got {p[ok][(p[ok] < 0) | (p[ok] > 1)].tolist()}")
+    v = p[ok]
+    order = np.argsort(v, kind="stable")
+    adjusted = np.empty(v.size)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate((v.size - np.arange(v.size)) * v[order]))
+    out = np.full(p.shape, np.nan)
+    out[ok] = adjusted
+    return out

@@ -1,5 +1,6 @@
 """Table 9 as files: csv (all numbers), xlsx (formatted, one sheet per detail table), GitHub
-markdown and LaTeX (booktabs). Pure formatting helpers + thin writers."""
+markdown and LaTeX (booktabs), for any number of pipelines (one column group each, the pipelines
+read from the table's ``<L>_runs`` columns). Pure formatting helpers + thin writers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.report.table9 import ROW_BY_NAME, TABLE9_ROWS
+from harness.metrics import Metric, list_metrics
+from harness.report.table9 import PIPELINE_SUFFIXES, p_columns, pairs_of, pipelines_of, tests_pipelines
 
 DASH = "–"
 
@@ -34,7 +36,7 @@ def fmt_p(p) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _cell(rec: pd.Series, p: str, percent: bool, with_ci: bool = True) -> tuple[str, str]:
+def value_and_ci(rec: pd.Series, p: str, percent: bool, with_ci: bool = True) -> tuple[str, str]:
     """(value text, CI text) of pipeline ``p`` in one Table 9 row."""
     value = fmt(rec[p], percent)
     if rec[f"{p}_runs"] > 1 and not _nan(rec[f"{p}_std"]):
@@ -47,44 +49,80 @@ def _cell(rec: pd.Series, p: str, percent: bool, with_ci: bool = True) -> tuple[
     return value, ci
 
 
+def rows_by_name() -> dict[str, Metric]:
+    """Table 9 metrics by display name (the table's ``metric`` column)."""
+    return {m.name: m for m in list_metrics(table9=True)}
+
+
+def paper_pipelines(table: pd.DataFrame) -> list[str]:
+    """Pipelines with a paper column."""
+    return [p for p in pipelines_of(table) if f"paper_{p}" in table.columns]
+
+
+def shown_p_columns(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """(pair text, column) of the p-values a rendered Table 9 shows: the raw p with one pair (the
+    paper's A vs B), the Holm-adjusted p of every pair when there are several."""
+    pairs = pairs_of(pipelines_of(table))
+    return [(f"{a} vs {b}", p_columns((a, b), len(pairs))[0 if len(pairs) == 1 else 1]) for a, b in pairs]
+
+
+def p_header(pair: str, n_shown: int) -> str:
+    """Header of a shown p column: "p (A vs B)", or "p Holm (A vs C)" when several pairs are shown."""
+    return f"p ({pair})" if n_shown == 1 else f"p Holm ({pair})"
+
+
 def caption(table: pd.DataFrame, subset: str, n_images: dict[str, int], n_boot: int) -> str:
     """One sentence saying what the numbers are."""
+    labels = pipelines_of(table)
     parts = []
-    for p in ("A", "B"):
-        runs = int(table[f"{p}_runs"].iloc[0])
+    for p in labels:
+        runs = int(table[f"{p}_runs"].iloc[0]) if len(table) else 0
         if runs:
             parts.append(f"{p}: {runs} run{'s' if runs > 1 else ''}, {n_images.get(p, 0)} images")
     spread = (" Values with ± are mean ± std over runs (seeds); 'seeds' is the t-based 95% CI of that mean."
-              if (table[["A_runs", "B_runs"]] > 1).any().any() else "")
+              if (table[[f"{p}_runs" for p in labels]] > 1).any().any() else "")
+    pairs = pairs_of(labels)
+    tests = ""
+    if len(pairs) == 1:
+        tests = f" p: paired {pairs[0][0]}-vs-{pairs[0][1]} test on the same images (McNemar / Wilcoxon)."
+    elif pairs:
+        tests = (f" p: paired test of each pair of pipelines on the images both evaluated (McNemar / Wilcoxon), "
+                 f"Holm-adjusted over the {len(pairs)} pairs in each row.")
     return (f"Table 9 recomputed on the {subset} subset ({'; '.join(parts) or 'no runs'}). "
-            f"95% CI: percentile bootstrap over images (B = {n_boot}).{spread} "
-            f"p: paired A-vs-B test on the same images (McNemar / Wilcoxon).")
+            f"95% CI: percentile bootstrap over images (B = {n_boot}).{spread}{tests}")
 
 
 def table9_markdown(table: pd.DataFrame, cap: str = "") -> str:
     """GitHub markdown in the paper's layout, with section rows and CIs."""
-    head = "| Metric | Pipeline A | 95% CI | Pipeline B | 95% CI | Paper A | Paper B | p (A vs B) |"
-    lines = [head, "|" + "---|" * 8]
-    section = None
+    labels, papers, shown = pipelines_of(table), paper_pipelines(table), shown_p_columns(table)
+    heads = ["Metric", *[h for p in labels for h in (f"Pipeline {p}", "95% CI")], *[f"Paper {p}" for p in papers],
+             *[p_header(pair, len(shown)) for pair, _ in shown]]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    section, rows = None, rows_by_name()
     for _, rec in table.iterrows():
-        row = ROW_BY_NAME[rec["metric"]]
+        row = rows[rec["metric"]]
         if row.section != section:
             section = row.section
-            lines.append(f"| *{section}* | | | | | | | |")
-        a, a_ci = _cell(rec, "A", row.percent)
-        b, b_ci = _cell(rec, "B", row.percent)
-        lines.append(f"| {row.name.replace('>=', '≥')} | {a} | {a_ci} | {b} | {b_ci} | "
-                     f"{fmt(rec['paper_A'], row.percent)} | {fmt(rec['paper_B'], row.percent)} | {fmt_p(rec['p_value'])} |")
+            lines.append(f"| *{section}* |" + " |" * (len(heads) - 1))
+        cells = [c for p in labels for c in value_and_ci(rec, p, row.percent)]
+        cells += [fmt(rec[f"paper_{p}"], row.percent) for p in papers] + [fmt_p(rec[c]) for _, c in shown]
+        lines.append(f"| {row.name.replace('>=', '≥')} | " + " | ".join(cells) + " |")
     return (f"{cap}\n\n" if cap else "") + "\n".join(lines) + "\n"
 
 
 def tests_markdown(tests: pd.DataFrame) -> str:
     if tests.empty:
-        return "No paired A-vs-B test (both pipelines are needed, on common images).\n"
-    lines = ["| Test | Scope | Images | Discordant / non-zero | A | B | Statistic | p |", "|" + "---|" * 8]
+        return "No paired test (two pipelines with runs are needed, on common images).\n"
+    labels = tests_pipelines(tests)
+    several = tests["pair"].nunique() > 1
+    heads = (["Pair"] if several else []) + ["Test", "Scope", "Images", "Discordant / non-zero", *labels, "Statistic",
+                                             "p"] + (["p Holm"] if several else [])
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for _, t in tests.iterrows():
-        lines.append(f"| {t['test']} | {t['scope']} | {t['n_images']} | {t['n_informative']} | {fmt(t['A'])} | "
-                     f"{fmt(t['B'])} | {fmt(t['statistic'], digits=1)} | {fmt_p(t['p_value'])} |")
+        cells = ([t["pair"]] if several else []) + [t["test"], t["scope"], str(t["n_images"]), str(t["n_informative"]),
+                                                     *[fmt(t[p]) for p in labels], fmt(t["statistic"], digits=1),
+                                                     fmt_p(t["p_value"])] + ([fmt_p(t["p_holm"])] if several else [])
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -100,25 +138,29 @@ def tex_escape(text: str) -> str:
 
 def table9_latex(table: pd.DataFrame, cap: str = "") -> str:
     """A booktabs ``table`` ready to paste (needs \\usepackage{booktabs})."""
+    labels, papers, shown = pipelines_of(table), paper_pipelines(table), shown_p_columns(table)
+    n_cols = 1 + len(labels) + len(papers) + len(shown)
+    p_heads = [r"$p$" if len(shown) == 1 else r"$p_{\mathrm{Holm}}$ (" + tex_escape(pair) + ")" for pair, _ in shown]
+    heads = ["Metric", *[f"Pipeline {p}" for p in labels], *[f"Paper {p}" for p in papers]]
     lines = [r"\begin{table}[t]", r"\centering", r"\small",
              r"\caption{" + tex_escape(cap or "Table 9 recomputed.") + "}", r"\label{tab:table9}",
-             r"\begin{tabular}{lccccc}", r"\toprule",
-             r"Metric & Pipeline A & Pipeline B & Paper A & Paper B & $p$ \\", r"\midrule"]
-    section = None
+             r"\begin{tabular}{l" + "c" * (n_cols - 1) + "}", r"\toprule",
+             " & ".join([*map(tex_escape, heads), *p_heads]) + r" \\", r"\midrule"]
+    section, rows = None, rows_by_name()
     for _, rec in table.iterrows():
-        row = ROW_BY_NAME[rec["metric"]]
+        row = rows[rec["metric"]]
         if row.section != section:
             if section is not None:
                 lines.append(r"\addlinespace")
             section = row.section
-            lines.append(r"\multicolumn{6}{l}{\textit{" + tex_escape(section) + r"}} \\")
+            lines.append(rf"\multicolumn{{{n_cols}}}{{l}}{{\textit{{" + tex_escape(section) + r"}} \\")
         cells = []
-        for p in ("A", "B"):
-            v, ci = _cell(rec, p, row.percent)
+        for p in labels:
+            v, ci = value_and_ci(rec, p, row.percent)
             cells.append(tex_escape(v) + ("" if ci == DASH else r" {\scriptsize " + tex_escape(ci) + "}"))
-        lines.append(" & ".join([tex_escape(row.name), *cells, tex_escape(fmt(rec["paper_A"], row.percent)),
-                                 tex_escape(fmt(rec["paper_B"], row.percent)),
-                                 tex_escape(fmt_p(rec["p_value"]).replace("< ", "<"))]) + r" \\")
+        cells += [tex_escape(fmt(rec[f"paper_{p}"], row.percent)) for p in papers]
+        cells += [tex_escape(fmt_p(rec[c]).replace("< ", "<")) for _, c in shown]
+        lines.append(" & ".join([tex_escape(row.name), *cells]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -129,7 +171,7 @@ def table9_latex(table: pd.DataFrame, cap: str = "") -> str:
 
 def _xlsx_table9_columns(table: pd.DataFrame) -> list[str]:
     """Each paper column right after ours, then the uncertainty columns."""
-    first = ["metric", "A", "paper_A", "B", "paper_B"]
+    first = ["metric"] + [c for p in pipelines_of(table) for c in (p, f"paper_{p}") if c in table.columns]
     return first + [c for c in table.columns if c not in first]
 
 
@@ -170,15 +212,17 @@ def write_xlsx(path: Path, table: pd.DataFrame, sheets: dict[str, pd.DataFrame])
     wb = Workbook()
     ws = wb.active
     ws.title = "Table 9"
-    value_cols = {c for c in table.columns if c[:1] in "AB" and not c.endswith("_runs") or c.startswith("paper_")}
+    labels = pipelines_of(table)
+    value_cols = {f"{p}{s}" for p in labels for s in PIPELINE_SUFFIXES if s != "_runs"} | {f"paper_{p}" for p in labels}
+    rows = rows_by_name()
 
     def row_format(rec: pd.Series, col: str) -> str | None:
-        if col == "p_value":
+        if col.startswith(("p_value", "p_holm")):
             return "0.0000"
         if col.endswith("_runs"):
             return "0"
         if col in value_cols:
-            return "0.0%" if ROW_BY_NAME[rec["metric"]].percent else "0.000"
+            return "0.0%" if rows[rec["metric"]].percent else "0.000"
         return None
 
     _write_sheet(ws, table[_xlsx_table9_columns(table)], row_formats=row_format)
@@ -201,7 +245,8 @@ def write_table9(out_dir: Path, table: pd.DataFrame, tests: pd.DataFrame, sheets
     csv = out_dir / "table9.csv"
     table.to_csv(csv, index=False)
     md = out_dir / "table9.md"
-    md.write_text(table9_markdown(table, cap) + "\n**Paired tests (A vs B)**\n\n" + tests_markdown(tests))
+    title = " vs ".join(pipelines_of(table)) if len(pipelines_of(table)) == 2 else "pairwise, Holm over pairs"
+    md.write_text(table9_markdown(table, cap) + f"\n**Paired tests ({title})**\n\n" + tests_markdown(tests))
     tex = out_dir / "table9.tex"
     tex.write_text(table9_latex(table, cap))
     xlsx = write_xlsx(out_dir / "table9.xlsx", table, {"Paired tests": tests, **sheets})
@@ -209,4 +254,4 @@ def write_table9(out_dir: Path, table: pd.DataFrame, tests: pd.DataFrame, sheets
 
 
 __all__ = ["write_table9", "table9_markdown", "table9_latex", "tests_markdown", "write_xlsx", "fmt", "fmt_p",
-           "tex_escape", "caption", "TABLE9_ROWS"]
+           "tex_escape", "caption", "value_and_ci", "rows_by_name", "shown_p_columns", "paper_pipelines", "p_header"]

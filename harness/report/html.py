@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from harness.report.export import fmt, fmt_p
-from harness.report.table9 import ROW_BY_NAME
+from harness.report.export import fmt, fmt_p, p_header, paper_pipelines, rows_by_name, shown_p_columns, value_and_ci
+from harness.report.table9 import pipelines_of
 
 CSS = """
 :root { --ink:#1a202c; --muted:#5a6778; --line:#e2e8f0; --bg:#f7f9fc; --a:#2b6cb0; --b:#dd6b20; }
@@ -102,34 +102,40 @@ def table(df: pd.DataFrame, formats: dict[str, str] | None = None, caption: str 
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>{cap}'
 
 
+def best_pipelines(values: dict[str, float], direction: str) -> set[str]:
+    """The pipelines with the best value of a row in the metric's ``direction``; none when fewer
+    than two have a value or all are equal (nothing to single out)."""
+    known = {p: v for p, v in values.items() if not pd.isna(v)}
+    if len(known) < 2 or len(set(known.values())) == 1:
+        return set()
+    best = max(known.values()) if direction == "max" else min(known.values())
+    return {p for p, v in known.items() if v == best}
+
+
+def _value_cells(rec: pd.Series, p: str, percent: bool, best: bool) -> str:
+    value, ci = value_and_ci(rec, p, percent)
+    cls = ' class="best"' if best else ""
+    return f"<td{cls}>{esc(value)}</td><td class=\"ci\">{'<br>'.join(esc(part) for part in ci.split('; '))}</td>"
+
+
 def table9_html(t9: pd.DataFrame) -> str:
-    """Table 9 in the paper's layout; the better pipeline of each row in bold."""
-    head = ("<tr><th>Metric</th><th>Pipeline A</th><th>95% CI</th><th>Pipeline B</th><th>95% CI</th>"
-            "<th>Paper A</th><th>Paper B</th><th>p (A vs B)</th></tr>")
-    rows, section = [], None
+    """Table 9 in the paper's layout, one column group per pipeline; the best pipeline of each row
+    (in the metric's direction) in bold."""
+    labels, papers, shown = pipelines_of(t9), paper_pipelines(t9), shown_p_columns(t9)
+    heads = (["Metric"] + [h for p in labels for h in (f"Pipeline {p}", "95% CI")] + [f"Paper {p}" for p in papers]
+             + [p_header(pair, len(shown)) for pair, _ in shown])
+    head = "<tr>" + "".join(f"<th>{esc(h)}</th>" for h in heads) + "</tr>"
+    rows, section, by_name = [], None, rows_by_name()
     for _, rec in t9.iterrows():
-        row = ROW_BY_NAME[rec["metric"]]
+        row = by_name[rec["metric"]]
         if row.section != section:
             section = row.section
-            rows.append(f'<tr class="sec"><td colspan="8">{esc(section)}</td></tr>')
-        cells = []
-        a, b = rec["A"], rec["B"]
-        better = None if (pd.isna(a) or pd.isna(b) or a == b) else ("A" if a > b else "B")
-        for p in ("A", "B"):
-            v = fmt(rec[p], row.percent)
-            if rec[f"{p}_runs"] > 1 and not pd.isna(rec[f"{p}_std"]):
-                v += f" ± {fmt(rec[f'{p}_std'], row.percent)}"
-            ci = "–" if pd.isna(rec[f"{p}_ci_low"]) else \
-                f"[{fmt(rec[f'{p}_ci_low'], row.percent)}, {fmt(rec[f'{p}_ci_high'], row.percent)}]"
-            ci = esc(ci)
-            if not pd.isna(rec[f"{p}_seed_ci_low"]):
-                ci += "<br>" + esc(f"seeds [{fmt(rec[f'{p}_seed_ci_low'], row.percent)}, "
-                                   f"{fmt(rec[f'{p}_seed_ci_high'], row.percent)}]")
-            cls = ' class="best"' if better == p else ""
-            cells.append(f"<td{cls}>{esc(v)}</td><td class=\"ci\">{ci}</td>")
-        rows.append(f"<tr><td>{esc(row.name.replace('>=', '≥'))}</td>{''.join(cells)}"
-                    f'<td class="paper">{fmt(rec["paper_A"], row.percent)}</td>'
-                    f'<td class="paper">{fmt(rec["paper_B"], row.percent)}</td><td>{fmt_p(rec["p_value"])}</td></tr>')
+            rows.append(f'<tr class="sec"><td colspan="{len(heads)}">{esc(section)}</td></tr>')
+        best = best_pipelines({p: rec[p] for p in labels}, row.direction)
+        cells = "".join(_value_cells(rec, p, row.percent, p in best) for p in labels)
+        cells += "".join(f'<td class="paper">{fmt(rec[f"paper_{p}"], row.percent)}</td>' for p in papers)
+        cells += "".join(f"<td>{fmt_p(rec[c])}</td>" for _, c in shown)
+        rows.append(f"<tr><td>{esc(row.name.replace('>=', '≥'))}</td>{cells}</tr>")
     return f'<div class="scroll"><table><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></div>'
 
 

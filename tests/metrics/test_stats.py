@@ -21,7 +21,7 @@ def _case(n=120, seed=0):
 def test_replicates_equal_direct_computation():
     y, p, dice = _case()
     idx = T.bootstrap_indices(y.size, n_boot=7, seed=3)
-    rep = T.replicate_metrics(y, p, dice, idx)
+    rep = T.replicate_metrics({"label": y, "pred_label": p, "dice": dice}, idx)
     for b in range(7):
         i = idx[b]
         direct = classification_metrics(y[i], p[i])
@@ -35,8 +35,9 @@ def test_replicates_equal_direct_computation():
 
 def test_bootstrap_ci_seeded_and_covers_point_estimate():
     y, p, dice = _case()
-    a = T.bootstrap_ci(y, p, dice, n_boot=300, seed=1)
-    b = T.bootstrap_ci(y, p, dice, n_boot=300, seed=1)
+    cols = {"label": y, "pred_label": p, "dice": dice}
+    a = T.bootstrap_ci(cols, n_boot=300, seed=1)
+    b = T.bootstrap_ci(cols, n_boot=300, seed=1)
     assert a == b
     point = classification_metrics(y, p)["balanced_accuracy"]
     lo, hi = a["balanced_accuracy"]
@@ -92,3 +93,48 @@ def test_across_seeds_ci_clipped_to_bounds():
     assert wide["ci_low"] < 0 and wide["ci_high"] > 1  # t with 1 degree of freedom
     clipped = across_seeds(np.array([0.2, 0.9]), bounds=(0.0, 1.0))
     assert (clipped["ci_low"], clipped["ci_high"]) == (0.0, 1.0) and clipped["mean"] == wide["mean"]
+
+
+def test_replicates_of_any_registered_metric_and_nan_for_missing_columns():
+    y, p, _ = _case()
+    idx = T.bootstrap_indices(y.size, n_boot=5, seed=0)
+    rep = T.replicate_metrics({"label": y, "pred_label": p}, idx, keys=["accuracy", "dice_mean"])
+    assert set(rep) == {"accuracy", "dice_mean"} and np.isnan(rep["dice_mean"]).all()
+    assert rep["accuracy"][2] == pytest.approx(np.mean(y[idx[2]] == p[idx[2]]))
+    with pytest.raises(Exception, match='Did you mean "dice_mean"'):
+        T.replicate_metrics({"label": y, "pred_label": p}, idx, keys=["dice_maen"])
+
+
+def test_holm_hand_computed():
+    # sorted 0.01 < 0.03 < 0.04, m = 3: 3 * 0.01 = 0.03; 2 * 0.03 = 0.06; 1 * 0.04 = 0.04 -> running max 0.06
+    assert T.holm([0.04, 0.01, 0.03]) == pytest.approx([0.06, 0.03, 0.06])
+    # capped at 1, a single p is unchanged, NaN stays NaN and does not count in m
+    assert T.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+    assert T.holm([0.02]) == pytest.approx([0.02])
+    out = T.holm([0.01, np.nan, 0.04])
+    assert out[0] == pytest.approx(0.02) and np.isnan(out[1]) and out[2] == pytest.approx(0.04)
+    assert T.holm([]).size == 0
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        T.holm([0.2, 1.5])
+
+
+def _holm_rejects(p: np.ndarray, alpha: float) -> np.ndarray:
+    """Holm's step-down procedure itself: reject the i-th smallest while p_(i) <= alpha / (m - i)."""
+    order = np.argsort(p)
+    reject = np.zeros(p.size, bool)
+    for i, j in enumerate(order):
+        if p[j] > alpha / (p.size - i):
+            break
+        reject[j] = True
+    return reject
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_holm_adjusted_p_is_the_smallest_level_rejecting(seed):
+    """Oracle: an adjusted p <= alpha exactly when the step-down procedure rejects at alpha."""
+    rng = np.random.default_rng(seed)
+    p = rng.random(6) ** 3
+    adjusted = T.holm(p)
+    for alpha in (0.01, 0.05, 0.1, 0.2, 0.5):
+        assert ((adjusted <= alpha) == _holm_rejects(p, alpha)).all()
+    assert (adjusted >= p).all() and (adjusted <= 1).all()

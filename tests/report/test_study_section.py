@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 
 from harness.errors import DataError
@@ -65,8 +66,8 @@ def test_study_report_uses_final_runs_and_has_study_section(study_dir, tmp_path)
     assert 'id="study"' in html and "Best configuration of each pipeline" in html
     assert (tmp_path / "rep" / "figures" / "study_trials_0.png").exists()
     assert (tmp_path / "rep" / "figures" / "study_importance_0.png").exists()
-    t9 = (tmp_path / "rep" / "table9.csv").read_text().splitlines()
-    assert t9[1].split(",")[15:17] == ["2", "2"]  # A_runs, B_runs from final/
+    t9 = pd.read_csv(tmp_path / "rep" / "table9.csv")
+    assert t9.loc[0, ["A_runs", "B_runs"]].tolist() == [2, 2]  # from final/
     assert result.out_dir == tmp_path / "rep"
 
 

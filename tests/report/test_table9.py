@@ -7,7 +7,7 @@ import pytest
 
 from harness.metrics.stats import across_seeds, mcnemar, wilcoxon
 from harness.report.loader import group_by_pipeline, load_sources
-from harness.report.table9 import TABLE9_COLUMNS, TABLE9_ROWS, build_table9
+from harness.report.table9 import TABLE9_ROWS, build_table9, table9_columns
 
 ROW_NAMES = ["Balanced Accuracy", "Macro F1", "Cohen's Kappa", "Mean Dice", "Median Dice", "Dice >= 0.7",
              "Dice >= 0.8", "Dice >= 0.9", "Malignant Sensitivity", "Malignant Specificity"]
@@ -22,7 +22,10 @@ def one_seed(run_a, run_b):
 def test_rows_columns_and_paper_values(one_seed):
     _, table, _ = one_seed
     assert table["metric"].tolist() == ROW_NAMES
-    assert list(table.columns) == TABLE9_COLUMNS
+    assert list(table.columns) == table9_columns(["A", "B"])
+    assert list(table.columns) == ["metric", "A", "paper_A", "A_ci_low", "A_ci_high", "A_std", "A_seed_ci_low",
+                                   "A_seed_ci_high", "A_runs", "B", "paper_B", "B_ci_low", "B_ci_high", "B_std",
+                                   "B_seed_ci_low", "B_seed_ci_high", "B_runs", "test", "p_value", "p_holm"]
     paper = table.set_index("metric")
     assert paper.loc["Balanced Accuracy", "paper_A"] == 0.8439 and paper.loc["Dice >= 0.9", "paper_B"] == 0.658
     assert paper.loc["Malignant Specificity", "paper_B"] == 0.8596
@@ -83,3 +86,61 @@ def test_bootstrap_is_seeded(run_a, run_b):
     t2, _ = build_table9(g, n_boot=100, seed=3)
     t3, _ = build_table9(g, n_boot=100, seed=4)
     assert t1.equals(t2) and not t1.equals(t3)
+
+
+@pytest.fixture(scope="module")
+def three(fake_root):
+    """Three pipelines: C (a second seed of A, under another label) has no paper values."""
+    src = load_sources([fake_root / n for n in ("a_s1", "b_s1", "a_s2")])
+    a, b, c = src.runs
+    return build_table9({"A": [a], "B": [b], "C": [c]}, n_boot=100)
+
+
+def test_three_pipelines_columns_and_pairs(three):
+    table, tests = three
+    assert list(table.columns) == table9_columns(["A", "B", "C"])
+    assert "paper_C" not in table.columns and {"C", "C_ci_low", "C_runs"} <= set(table.columns)
+    for pair in ("A_B", "A_C", "B_C"):
+        assert {f"p_value_{pair}", f"p_holm_{pair}"} <= set(table.columns)
+    assert "p_value" not in table.columns
+    assert tests["pair"].tolist() == [p for p in ("A vs B", "A vs C", "B vs C") for _ in range(4)]
+    assert tests.loc[tests["pair"] == "A vs B", "C"].isna().all()
+    assert tests.loc[tests["pair"] == "B vs C", ["B", "C"]].notna().all(axis=None)
+
+
+def test_holm_over_pairs_per_row(three):
+    from harness.metrics.stats import holm
+
+    table, tests = three
+    for scope, sub in tests.groupby("scope"):
+        assert sub["p_holm"].to_numpy() == pytest.approx(holm(sub["p_value"].to_numpy()))
+    t = table.set_index("metric")
+    w = tests[tests["test"].str.startswith("Wilcoxon")].set_index("pair")
+    assert t.loc["Mean Dice", "p_value_A_C"] == pytest.approx(w.loc["A vs C", "p_value"])
+    assert t.loc["Dice >= 0.9", "p_holm_B_C"] == pytest.approx(w.loc["B vs C", "p_holm"])
+    assert (t["p_holm_A_B"] >= t["p_value_A_B"]).all()
+
+
+def test_order_of_groups_is_column_order(fake_root):
+    src = load_sources([fake_root / "a_s1", fake_root / "b_s1"])
+    g = group_by_pipeline(src.runs)
+    table, tests = build_table9({"B": g["B"], "A": g["A"]}, n_boot=20)
+    assert table.columns[1:3].tolist() == ["B", "paper_B"] and tests["pair"].unique().tolist() == ["B vs A"]
+
+
+def test_three_pipelines_render(three):
+    from harness.report.export import table9_latex, table9_markdown, tests_markdown
+    from harness.report.html import best_pipelines, table9_html
+
+    table, tests = three
+    md = table9_markdown(table)
+    head = md.splitlines()[0]
+    assert "| Pipeline C | 95% CI |" in head and "Paper C" not in head and "p Holm (B vs C)" in head
+    assert md.count("\n") == 2 + 10 + 3
+    assert r"\begin{tabular}{l" + "c" * 8 + "}" in table9_latex(table)  # 3 pipelines, 2 paper columns, 3 p
+    assert "| Pair |" in tests_markdown(tests) and "A vs C" in tests_markdown(tests)
+    html = table9_html(table)
+    assert html.count("<th>Pipeline ") == 3 and 'colspan="12"' in html
+    assert best_pipelines({"A": 0.8, "B": 0.9, "C": 0.9}, "max") == {"B", "C"}
+    assert best_pipelines({"A": 3.0, "B": 2.0, "C": float("nan")}, "min") == {"B"}
+    assert best_pipelines({"A": 0.5, "B": 0.5}, "max") == set() and best_pipelines({"A": 1.0}, "max") == set()
