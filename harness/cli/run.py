@@ -40,8 +40,9 @@ def _run(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"data": config.data.model_copy(update={"columns": parse_columns(args.columns)})})
     out = args.out or Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = run_trial(config, out, data_dir=args.data, store_root=args.store)
-    keys = ("balanced_accuracy", "macro_f1", "cohen_kappa", "dice_mean", "dice_median", "malignant_sensitivity",
-            "malignant_specificity")
+    from harness.metrics.registry import list_metrics
+
+    keys = [m.key for m in list_metrics(table9=True)]  # the CLI summary is Table 9's rows
     print(json.dumps({k: result.metrics.get(k) for k in keys}, indent=2))
     if result.test_metrics:
         print("test:", json.dumps({k: result.test_metrics.get(k) for k in keys}))

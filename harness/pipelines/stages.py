@@ -138,7 +138,7 @@ def _joint_score(out: tuple[torch.Tensor, torch.Tensor], y: tuple[torch.Tensor, 
 def _joint_reduce(rows: np.ndarray) -> float:
     """Stage metric of the multi-task network: mean of balanced accuracy and the lesion images' Dice."""
     lesion = rows[:, 1] != NORMAL
-    dice = engine.mean_of(rows[lesion, 2]) if lesion.any() else 0.0
+    dice = engine.mean_of(rows[lesion, 2:3]) if lesion.any() else 0.0
     return 0.5 * (engine.balanced_accuracy_of(rows[:, :2].astype(np.int64)) + dice)
 
 

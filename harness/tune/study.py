@@ -14,28 +14,28 @@ from harness.errors import ConfigError, did_you_mean
 from harness.pipelines.registry import get_pipeline, pipeline_names
 from harness.tune.space import SearchSpace, grid, grid_size
 
-METRIC_DIRECTIONS = {"balanced_accuracy": "maximize", "macro_f1": "maximize", "cohen_kappa": "maximize",
-                     "dice_mean": "maximize", "dice_median": "maximize", "malignant_sensitivity": "maximize",
-                     "malignant_specificity": "maximize", "accuracy": "maximize", "mcc": "maximize",
-                     "missed_lesion_rate": "minimize", "false_lesion_rate": "minimize"}
-
-
 class Objective(Strict):
     metric: str = "balanced_accuracy"
     direction: Literal["maximize", "minimize"] | None = None
 
     @model_validator(mode="after")
     def _known(self) -> Objective:
-        if self.metric not in METRIC_DIRECTIONS:
-            from harness.errors import did_you_mean
+        from harness.metrics.registry import list_metrics
 
-            raise ValueError(f'unknown metric "{self.metric}"; known: {", ".join(METRIC_DIRECTIONS)}.'
-                             + did_you_mean(self.metric, METRIC_DIRECTIONS))
+        keys = [m.key for m in list_metrics()]
+        if self.metric not in keys:
+            raise ValueError(f'unknown metric "{self.metric}"; registered: {", ".join(keys)}.'
+                             + did_you_mean(self.metric, keys))
         return self
 
     @property
     def mode(self) -> str:
-        return "max" if (self.direction or METRIC_DIRECTIONS[self.metric]) == "maximize" else "min"
+        """The direction to optimise: the study's, else the metric's declared direction (registry)."""
+        from harness.metrics.registry import metric_direction
+
+        if self.direction:
+            return "max" if self.direction == "maximize" else "min"
+        return metric_direction(self.metric)
 
 
 class SchedulerSpec(Strict):

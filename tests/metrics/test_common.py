@@ -213,7 +213,8 @@ def test_a_declared_metric_reaches_run_metrics_bootstrap_and_table9(toy_metric, 
     from harness.report.html import table9_html
     from harness.report.loader import group_by_pipeline, load_sources
     from harness.report.table9 import build_table9
-    from harness.report.testing import make_dataset, make_run
+    from harness.testing.datasets import make_dataset
+    from harness.testing.runs import make_run
 
     table = random_predictions(seed=0)
     m = run_metrics(table)
@@ -222,7 +223,7 @@ def test_a_declared_metric_reaches_run_metrics_bootstrap_and_table9(toy_metric, 
     assert ci["toy_error_rate"][0] <= m["toy_error_rate"] <= ci["toy_error_rate"][1]
     assert metric_direction("toy_error_rate") == "min"
 
-    images = make_dataset(tmp_path / "data", n=24, seed=0, size=(48, 64))
+    images = make_dataset(tmp_path / "data", n=24, seed=0, size=(64, 48)).images
     runs = [make_run(tmp_path / p, images, p, seed=1, accuracy=acc) for p, acc in (("a", 0.9), ("b", 0.6))]
     src = load_sources(runs)
     t9, tests = build_table9(group_by_pipeline(src.runs), n_boot=50)

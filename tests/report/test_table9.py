@@ -43,9 +43,17 @@ def test_values_equal_run_metrics_and_ci_brackets_them(one_seed):
         assert t[f"{p}_std"].isna().all() and (t[f"{p}_runs"] == 1).all()
 
 
-def test_missing_pipeline_gives_empty_column(run_a):
+def test_one_pipeline_gives_its_columns_and_no_test(run_a):
     src = load_sources([run_a])
-    table, tests = build_table9(group_by_pipeline(src.runs), n_boot=50)
+    groups = group_by_pipeline(src.runs)
+    assert list(groups) == ["A"]
+    table, tests = build_table9(groups, n_boot=50)
+    assert "B" not in table.columns and table["A"].notna().all() and tests.empty
+
+
+def test_missing_pipeline_asked_for_gives_empty_column(run_a):
+    src = load_sources([run_a])
+    table, tests = build_table9({**group_by_pipeline(src.runs), "B": []}, n_boot=50)
     assert table["B"].isna().all() and table["B_ci_low"].isna().all() and (table["B_runs"] == 0).all()
     assert table["A"].notna().all() and tests.empty and table["p_value"].isna().all()
 
