@@ -1,7 +1,7 @@
 """The study part of the report: trials over time, best value so far, parameter importances and
 the best configuration of each pipeline, read from the study's Optuna RDB (``optuna.db``).
 
-Trials carry the user attribute ``pipeline`` ("a"/"b"). Only the first objective is plotted for a
+Trials carry the user attribute ``pipeline`` (a registered pipeline name). Only the first objective is plotted for a
 multi-objective study. Trials that ASHA stopped early are stored as COMPLETE with their last
 value, so "best" here is the best reported value, not necessarily at full budget.
 """

@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 from harness import CLASS_NAMES
+from harness.pipelines.registry import get_pipeline
 from harness.testing.runs import classifier_stage
 
 _MODEL = "test_efficientnet"  # timm's smallest EfficientNet: builds and runs in milliseconds
@@ -30,8 +31,14 @@ def _pipeline(run_dir: Path) -> str:
 
 
 def _class_names(pipeline: str) -> tuple[str, ...]:
-    """A classifies all three classes; B's ROI classifier only sees lesions."""
-    return CLASS_NAMES if pipeline == "a" else CLASS_NAMES[:2]
+    """The explained stage's classes (registry): A's and C's all three, B's ROI classifier two."""
+    spec = get_pipeline(pipeline)
+    return CLASS_NAMES[: max(spec.stage(classifier_stage(pipeline)).classes, 2)]
+
+
+def _input_kind(pipeline: str) -> str:
+    explain = get_pipeline(pipeline).explain
+    return explain[1] if explain else "full"
 
 
 def add_fake_classifier(run_dir: Path, image_size: int = 64, seed: int = 0) -> Path:
@@ -72,7 +79,7 @@ class FakeArtifacts:
         names = _class_names(pipeline)
         model = timm.create_model(_MODEL, pretrained=False, num_classes=len(names))
         model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
-        return model.eval(), int(info.get("image_size", 64)), "full" if pipeline == "a" else "roi", names
+        return model.eval(), int(info.get("image_size", 64)), _input_kind(pipeline), names
 
     def classifier_input(self, run_dir: Path, image_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(normalised H x W x 3 float32 input, H x W uint8 image shown): the whole image for A,

@@ -74,8 +74,9 @@ def _predict(im: FakeImage, pipeline: str, rng: np.random.Generator, accuracy: f
     lesion, called_lesion = im.label != NORMAL, pred_label != NORMAL
     if lesion and called_lesion:
         pred = _predict_mask(im.gt, rng, seg_quality)
-    elif lesion:  # called Normal: A skips segmentation; B found nothing (mostly)
-        pred = np.zeros_like(im.gt) if pipeline == "a" or rng.random() < 0.7 else _predict_mask(im.gt, rng, 0.3)
+    elif lesion:  # called Normal: a classification-gated pipeline (A, C) has no mask; B found nothing (mostly)
+        gated = get_pipeline(pipeline).stages[0].kind != "segmenter"
+        pred = np.zeros_like(im.gt) if gated or rng.random() < 0.7 else _predict_mask(im.gt, rng, 0.3)
     elif called_lesion:  # a false lesion on a Normal image
         pred = ellipse_mask(im.gt.shape, rng, 0.4)
     else:
