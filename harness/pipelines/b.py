@@ -29,6 +29,18 @@ def lesion_pixel_threshold(cfg: RunConfig) -> int:
     return cfg.roi.lesion_min_pixels
 
 
+def lesion_score(pixels: np.ndarray, threshold: int) -> np.ndarray:
+    """Image-level lesion probability that follows B's area rule, so argmax of the three
+    probabilities is B's label: monotone in the predicted lesion area, <= 0.45 at or below the pixel
+    threshold (Normal wins, even against a certain B-vs-M call) and > 2/3 above it (then max(P(B), P(M)) = score * max(bm) > 1 - score,
+    since the B-vs-M classifier's larger probability is >= 0.5)."""
+    pixels = np.asarray(pixels, dtype=float)
+    t = max(float(threshold), 1.0)
+    below = 0.45 * np.minimum(pixels, t) / t  # < 0.5: 1 - score beats score * max(bm) <= score
+    above = 2 / 3 + (1 / 3) * (1 - t / np.maximum(pixels, t + 1))
+    return np.where(pixels > threshold, above, below)
+
+
 @register_pipeline(
     "b", label="B", title="segmentation-first", color="#dd6b20",
     stages=(StageSpec("segmenter3", "segmenter", "segmenter", 3), StageSpec("roi_classifier", "classifier", "classifier", 2)),
@@ -99,7 +111,7 @@ class SegmentationFirst(Pipeline):
             masks.append(mask)
             crops.append(self.explain_input(cfg, image, mask))
         bm = classify(ctx, stages["roi_classifier"], np.stack(crops), cfg.eval)
-        score = maps.reshape(len(ids), -1).max(1)  # image-level lesion confidence
+        score = lesion_score(pixels, lesion_pixel_threshold(cfg))
         probs = np.stack([score * bm[:, 0], score * bm[:, 1], 1 - score], axis=1)
         pred = np.where(present, np.where(bm[:, 1] > bm[:, 0], MALIGNANT, BENIGN), NORMAL)
         return Inference(list(ids), probs, pred, masks)

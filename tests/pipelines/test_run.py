@@ -162,10 +162,28 @@ def test_artifacts_rebuild_the_classifier_and_its_input(runs, pipeline, kind, n)
         np.testing.assert_allclose(probs, [row.prob_benign, row.prob_malignant, row.prob_normal], atol=1e-5)
 
 
-def test_pipeline_c_label_comes_from_the_head_and_gates_the_mask(runs):
-    pred = pd.read_csv(runs["c"].run_dir / "predictions.csv")
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_probabilities_agree_with_the_decision(runs, pipeline, data, tmp_path):
+    """ROC/AUC describe the same classifier as Table 9: argmax of the probabilities is the label."""
+    pred = pd.read_csv(runs[pipeline].run_dir / "predictions.csv")
     probs = pred[["prob_benign", "prob_malignant", "prob_normal"]].to_numpy()
     np.testing.assert_array_equal(probs.argmax(1), pred.pred_label)
+
+
+@pytest.mark.parametrize("threshold", [0, 5, 50])
+def test_b_lesion_score_follows_the_area_rule(threshold):
+    from harness.pipelines.b import lesion_score
+
+    pixels = np.arange(0, 200)
+    s = lesion_score(pixels, threshold)
+    assert np.all(np.diff(s) >= 0) and np.all((s > 0.5) == (pixels > threshold))
+    bm = np.linspace(0.5, 1.0, 11)  # the B-vs-M classifier's larger probability
+    for score in s:
+        probs = np.stack([score * bm, score * (1 - bm), np.full_like(bm, 1 - score)], axis=1)
+        assert ((probs.argmax(1) != 2) == (score > 0.5)).all()
+
+
+def test_pipeline_c_label_comes_from_the_head_and_gates_the_mask(runs):
     assert runs["c"].stages["joint"]["metric_name"] == "bacc_dice_mean"
 
 
