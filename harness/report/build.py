@@ -61,6 +61,18 @@ def compute(sources: Sources, n_boot: int = 1000, seed: int = 0, good_dice: floa
     return ReportData(sources, groups, table, tests, sheets, caption(table, subset, n_images, n_boot), subset)
 
 
+def page_title(groups: dict[str, list[RunData]]) -> str:
+    """"Breast ultrasound: classification-first (A) vs segmentation-first (B) vs ..." from the registry."""
+    from harness.pipelines.registry import spec_by_label
+
+    parts = []
+    for label, runs in groups.items():
+        spec = spec_by_label(label) if runs else None
+        if runs:
+            parts.append(f"{spec.title} ({label})" if spec else f"pipeline {label}")
+    return "Breast ultrasound: " + (" vs ".join(parts) or "no runs")
+
+
 def default_out_dir(paths: list[Path]) -> Path:
     return Path(paths[0]) / "report"
 
@@ -114,6 +126,6 @@ def write_html(out_dir: Path, data: ReportData, result: ReportResult, provider: 
                 f"{len(runs)} run(s): " + (", ".join(f"{p} {len(g)}" for p, g in data.groups.items()) or "none") + ".",
                 f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')} by harness {__version__}."]
     path = out_dir / "index.html"
-    path.write_text(page("Breast ultrasound: classification-first (A) vs segmentation-first (B)", subtitle, sections))
+    path.write_text(page(page_title(data.groups), subtitle, sections))
     result.files += sorted(fig_dir.glob("*.png"))
     return path
