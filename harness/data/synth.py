@@ -230,7 +230,7 @@ def _margin(rng: np.random.Generator, beta: float, sd: float) -> np.ndarray:
 
 def _sample_lesion(rng: np.random.Generator, label: int, render: int, top: float, margin: int) -> _Lesion:
     """A lesion of class ``label`` placed below ``top`` (canvas px) and inside the un-shifted view."""
-    names, probs = zip(*_KIND_P[label])
+    names, probs = zip(*_KIND_P[label], strict=True)
     kind = str(rng.choice(names, p=probs))
     kd = _KINDS[kind]
     area = float(np.clip(kd.area * math.exp(rng.normal(0, 0.75)), 0.015, 0.32)) * render**2
@@ -657,7 +657,7 @@ def synthesize(
     rows.sort(key=lambda r: r["image_id"])
     _write_metadata(out / METADATA_FILE, rows)
     seconds = time.perf_counter() - t0
-    summary = SynthSummary(out=out, counts=dict(zip(CLASS_NAMES, counts)), n_patients=len(plan),
+    summary = SynthSummary(out=out, counts=dict(zip(CLASS_NAMES, counts, strict=True)), n_patients=len(plan),
                            seconds=seconds, images_per_s=n_images / max(seconds, 1e-9))
     logger.info("synth: wrote %d images (%s) of %d patients to %s in %.1f s (%.0f images/s).", n_images,
                 ", ".join(f"{v} {k}" for k, v in summary.counts.items()), len(plan), out, seconds,

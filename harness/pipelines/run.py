@@ -59,8 +59,8 @@ def evaluate(ctx: RunContext, inference: Inference, subset: str, out_dir: Path) 
         rows.append({
             "subset": subset, "image_id": image_id, "label": rec.label, "pred_label": int(inference.pred_labels[k]),
             "prob_benign": float(inference.probs[k, 0]), "prob_malignant": float(inference.probs[k, 1]),
-            "prob_normal": float(inference.probs[k, 2]), **{m: seg[m] for m in
-                                                             ("dice", "iou", "precision", "recall", "specificity", "hd95")},
+            "prob_normal": float(inference.probs[k, 2]),
+            **{m: seg[m] for m in ("dice", "iou", "precision", "recall", "specificity", "hd95")},
             "gt_pixels": int(gt.sum()), "pred_pixels": int(pred.sum()),
             "image_path": str(ctx.index.image_file(rec).resolve()),
             "mask_path": str(mask_file.resolve()) if mask_file else "",

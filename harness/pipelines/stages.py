@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from harness.config import ClassifierConfig, EvalConfig, SegmenterConfig
 from harness import NORMAL
+from harness.config import ClassifierConfig, EvalConfig, SegmenterConfig
 from harness.data.datasets import JointImages, LabelledImages, MaskedImages
 from harness.data.transforms import train_transform, tta_views
 from harness.engine import fit as engine

@@ -26,6 +26,7 @@ from harness.rundir import RunDir
 from harness.testing.datasets import FakeImage, make_dataset
 from harness.testing.images import ellipse_mask
 
+
 def stages(pipeline: str) -> tuple[tuple[str, str], ...]:
     """(stage name, kind) of ``pipeline`` in run order, from the pipeline registry."""
     return tuple((st.name, st.kind) for st in get_pipeline(pipeline).stages)

@@ -36,7 +36,7 @@ def make_study_db(study_dir: Path, n_trials: int = 12, seed: int = 0, name: str 
                   "classifier.sampler": str(rng.choice(["random", "weighted"]))}
         # best near lr_head = 1e-3, so the importance of lr_head stands out
         value = 0.6 + 0.3 * (1 - abs(np.log10(params["classifier.lr_head"]) + 3)) + rng.normal(0, 0.02)
-        state = TrialState.FAIL if k == n_trials - 1 else TrialState.PRUNED if k == n_trials - 2 else TrialState.COMPLETE
+        state = {n_trials - 1: TrialState.FAIL, n_trials - 2: TrialState.PRUNED}.get(k, TrialState.COMPLETE)
         start = t0 + dt.timedelta(minutes=7 * k)
         study.add_trial(FrozenTrial(
             number=k, state=state, value=None if state == TrialState.FAIL else float(value), datetime_start=start,

@@ -127,7 +127,8 @@ class StudySpec(Strict):
                              + did_you_mean(unknown[0], names))
         missing = [p for p in self.pipelines if p not in self.base and not get_pipeline(p).base_preset]
         if missing:
-            raise ValueError(f"base has no config for pipeline(s) {missing}; add e.g. base: {{{missing[0]}: tiny-{missing[0]}}}")
+            raise ValueError(f"base has no config for pipeline(s) {missing}; "
+                             f"add e.g. base: {{{missing[0]}: tiny-{missing[0]}}}")
         if self.sampler == "grid":
             grid(self.search_space, list(self.pipelines))  # raises for simplexes / steps missing
         elif self.trials is None:
@@ -170,7 +171,8 @@ def _load_space(value: Any, study_path: Path) -> Any:
             if not isinstance(data, dict):
                 raise ConfigError(f"{c}: expected a mapping with params/simplex.")
             return data
-    raise ConfigError(f'{study_path}: search_space "{value}" not found (looked in {", ".join(map(str, candidates[:3]))}).')
+    looked = ", ".join(map(str, candidates[:3]))
+    raise ConfigError(f'{study_path}: search_space "{value}" not found (looked in {looked}).')
 
 
 def load_study(path: Path | str, overrides: dict[str, Any] | None = None) -> StudySpec:
