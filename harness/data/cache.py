@@ -86,7 +86,7 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Square nearest-neighbour resize of a binary mask -> uint8 {0, 1}."""
-    m = np.asarray(mask).astype(np.uint8)
+    m: np.ndarray = np.asarray(mask).astype(np.uint8)
     if m.shape[:2] != (size, size):
         m = cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST)
     return (m > 0).astype(np.uint8)
@@ -105,7 +105,7 @@ def load_resized(index: DatasetIndex, record: Record, size: int) -> tuple[np.nda
 
 
 def _checksum(arr: np.ndarray) -> str:
-    return f"{zlib.crc32(memoryview(np.ascontiguousarray(arr)).cast('B')):08x}"
+    return f"{zlib.crc32(np.ascontiguousarray(arr).data.cast('B')):08x}"
 
 
 def _fingerprint(index: DatasetIndex) -> str:

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,7 +198,7 @@ def carve(labels: np.ndarray, groups: np.ndarray, frac: float, seed: int) -> np.
     return best
 
 
-def _counts(index: DatasetIndex, subsets: dict[str, Sequence[str]]) -> dict[str, dict[str, int]]:
+def _counts(index: DatasetIndex, subsets: Mapping[str, Sequence[str]]) -> dict[str, dict[str, int]]:
     by_id = index.by_id()
     out = {}
     for name, ids in subsets.items():

@@ -46,10 +46,11 @@ class ClassificationFirst(Pipeline):
         probs = classify(ctx, stages["classifier3"], images, cfg.eval)
         pred = probs.argmax(1)
         lesion = np.flatnonzero(pred != NORMAL)
-        seg_images, _, _ = ctx.subset(cfg.segmenter.image_size, [ids[i] for i in lesion])
-        maps = lesion_probability(ctx, stages["segmenter_binary"], seg_images, cfg.eval) if len(lesion) else []
+        seg_images, _, _ = ctx.subset(cfg.segmenter.image_size, [ids[int(i)] for i in lesion])
         shapes = ctx.original_shapes(ids)
         masks = [np.zeros(s, dtype=bool) for s in shapes]
-        for j, i in enumerate(lesion):
-            masks[i] = upsample(maps[j], shapes[i]) > cfg.eval.mask_threshold
+        if len(lesion):
+            maps = lesion_probability(ctx, stages["segmenter_binary"], seg_images, cfg.eval)
+            for j, i in enumerate(lesion):
+                masks[i] = upsample(maps[j], shapes[i]) > cfg.eval.mask_threshold
         return Inference(list(ids), probs, pred, masks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -20,10 +21,13 @@ from harness.metrics.classification import average_precision, confusion_matrix, 
 from harness.metrics.end_to_end import ATTRIBUTIONS, is_lesion  # noqa: E402
 from harness.pipelines.registry import spec_by_label  # noqa: E402
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 FALLBACK_COLORS = ("#805ad5", "#d53f8c", "#319795", "#975a16")
 CLASS_COLORS = ("#38a169", "#e53e3e", "#718096")  # benign, malignant, normal
 ATTR_COLORS = {"none": "#38a169", "classification": "#d69e2e", "segmentation": "#3182ce", "both": "#e53e3e"}
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "font.family": "DejaVu Sans", "font.size": 9, "axes.titlesize": 10, "axes.titleweight": "bold",
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
     "legend.frameon": False, "figure.dpi": 110,

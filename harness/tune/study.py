@@ -227,10 +227,10 @@ def _check_space_bounds(spec: StudySpec, problems: list[str]) -> None:
                     problems.append(f"search_space.params.{name}={v!r} gives an invalid config: {e.problems[0]}")
                     break
     for k, group in enumerate(spec.search_space.simplex):
-        pipeline = next((p for p in spec.pipelines if group.applies(p)), None)
-        if pipeline is None:
+        applies = next((p for p in spec.pipelines if group.applies(p)), None)
+        if applies is None:
             continue
         try:
-            spec.run_config(pipeline, dict.fromkeys(group.fields, 1 / len(group.fields)))
+            spec.run_config(applies, dict.fromkeys(group.fields, 1 / len(group.fields)))
         except ConfigError as e:
             problems.append(f"search_space.simplex[{k}] names a field that is not a config field: {e.problems[0]}")
