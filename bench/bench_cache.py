@@ -39,7 +39,8 @@ def median_time(fn: Callable[[], None], repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="existing dataset directory (default: write one with harness.data.synth)")
+    parser.add_argument("--data", type=Path,
+                        help="existing dataset directory (default: write one with harness.data.synth)")
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--image-size", type=int, default=256, help="side of the written images")
     parser.add_argument("--size", type=int, default=128, help="model input size (cache size)")

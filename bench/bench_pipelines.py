@@ -83,7 +83,8 @@ def main() -> None:
             over = [f"runtime.threads={args.threads}", "classifier.pretrained=false", "segmenter.pretrained=false",
                     "eval.tta=false"]
             for sec in ("classifier", "segmenter"):
-                over += [f"{sec}.optim.epochs=1", f"{sec}.optim.batch_size={batch}", f"{sec}.optim.max_steps_per_epoch={steps}"]
+                over += [f"{sec}.optim.epochs=1", f"{sec}.optim.batch_size={batch}",
+                         f"{sec}.optim.max_steps_per_epoch={steps}"]
             cfg = load_run_config(preset, over)
             t0 = time.perf_counter()
             res = run_trial(cfg, args.out / f"{preset}-{int(t0)}", data_dir=data)
@@ -95,7 +96,8 @@ def main() -> None:
             metrics[preset] = {"wall_s": time.perf_counter() - t0}
 
     print(f"\n## Stage timings ({args.threads} thread(s), data {data})\n")
-    print("| preset | stage | epochs | s/epoch | s/step | s/validation pass | s/epoch (extrapolated) | best val metric |")
+    print("| preset | stage | epochs | s/epoch | s/step | s/validation pass | s/epoch (extrapolated) "
+          "| best val metric |")
     print("|---|---|---|---|---|---|---|---|")
     for r in stages:
         step = f"{r['s_per_step']:.2f}" if "s_per_step" in r else ""

@@ -31,8 +31,7 @@ def main() -> None:
     args = ap.parse_args()
     h, w = (int(v) for v in args.size.lower().split("x"))
 
-    from harness.report.build import compute, write_html
-    from harness.report.build import ReportResult
+    from harness.report.build import ReportResult, compute, write_html
     from harness.report.export import write_table9
     from harness.report.loader import load_sources
     from harness.testing.artifacts import FakeArtifacts, add_fake_classifier

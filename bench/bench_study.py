@@ -31,11 +31,8 @@ def main() -> None:
 
     import logging
 
-    import optuna
-
     from harness.cli.study import _overrides
     from harness.report.build import build_report
-    from harness.tune.paths import StudyPaths
     from harness.tune.runner import run_study
     from harness.tune.study import load_study
 
@@ -93,8 +90,10 @@ def report_rows(args, spec, summary, data, t_synth: float, t_study: float, t_rep
     overhead = [r["worker"] - r["inner"] for r in rows]
     print(f"\n## Study {spec.name} on {data}\n")
     print(f"- synthetic data: {t_synth:.1f} s; study (search + final runs): {t_study:.1f} s; report: {t_report:.1f} s")
-    print(f"- total: {t_synth + t_study + t_report:.1f} s ({summary['finished']} trials, {len(summary['final'])} final runs)")
-    print(f"- trial wall time: median {statistics.median([r['wall'] for r in rows]):.1f} s over {len(rows)} complete trials")
+    print(f"- total: {t_synth + t_study + t_report:.1f} s "
+          f"({summary['finished']} trials, {len(summary['final'])} final runs)")
+    print(f"- trial wall time: median {statistics.median([r['wall'] for r in rows]):.1f} s "
+          f"over {len(rows)} complete trials")
     print(f"- per-trial overhead in the worker (trial start -> Optuna complete, minus time inside run_trial: "
           f"W&B init/finish, config, reports): median {statistics.median(overhead):.1f} s, max {max(overhead):.1f} s")
     print(f"- time a trial waited for a free slot after Optuna asked for it: median "
@@ -103,7 +102,8 @@ def report_rows(args, spec, summary, data, t_synth: float, t_study: float, t_rep
         print(f"- all stages cached: median {statistics.median(hits):.1f} s ({len(hits)} trials) vs trained: "
               f"median {statistics.median(misses):.1f} s ({len(misses)} trials) -> saving "
               f"{statistics.median(misses) - statistics.median(hits):.1f} s a trial")
-    print("\n| trial | pipeline | wall s | queued s | in worker s | in run_trial s | stages trained | training s | val BAcc |")
+    print("\n| trial | pipeline | wall s | queued s | in worker s | in run_trial s | stages trained | training s "
+          "| val BAcc |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['number']} | {r['pipeline']} | {r['wall']:.1f} | {r['queued']:.1f} | {r['worker']:.1f} | "

@@ -182,7 +182,8 @@ class RuntimeConfig(Strict):
     amp: Literal["auto", "on", "off"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None = all cores")
-    deterministic: bool = Field(False, description="force deterministic cuDNN (slower); CPU runs are always reproducible")
+    deterministic: bool = Field(
+        False, description="force deterministic cuDNN (slower); CPU runs are always reproducible")
     progress: Literal["auto", "on", "off"] = "auto"
 
 

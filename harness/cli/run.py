@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run", help="train and evaluate one pipeline variant",
         description="Train what the config needs (reusing stored stages), evaluate on the validation "
                     "subset (and the test subset when the split has one) and write the run directory.",
-        epilog=f"presets: {', '.join(bundled_presets())} (and those plug-ins register). Example: harness run tiny-a --set eval.tta=false",
+        epilog=f"presets: {', '.join(bundled_presets())} (and those plug-ins register). "
+               "Example: harness run tiny-a --set eval.tta=false",
     )
     p.add_argument("config", help="preset name or path to a YAML run config")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -37,7 +38,8 @@ def _run(args: argparse.Namespace) -> int:
         overrides.append(f"data.split={args.split}")
     config = load_run_config(args.config, overrides)
     if args.columns:
-        config = config.model_copy(update={"data": config.data.model_copy(update={"columns": parse_columns(args.columns)})})
+        data = config.data.model_copy(update={"columns": parse_columns(args.columns)})
+        config = config.model_copy(update={"data": data})
     out = args.out or Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = run_trial(config, out, data_dir=args.data, store_root=args.store)
     from harness.metrics.registry import list_metrics
@@ -46,5 +48,6 @@ def _run(args: argparse.Namespace) -> int:
     print(json.dumps({k: result.metrics.get(k) for k in keys}, indent=2))
     if result.test_metrics:
         print("test:", json.dumps({k: result.test_metrics.get(k) for k in keys}))
-    print(f"run directory: {result.run_dir}  ({result.seconds:.0f}s; trained: {', '.join(result.trained_stages) or 'none, all stages reused'})")
+    trained = ", ".join(result.trained_stages) or "none, all stages reused"
+    print(f"run directory: {result.run_dir}  ({result.seconds:.0f}s; trained: {trained})")
     return 0

@@ -123,7 +123,8 @@ def _resume(args: argparse.Namespace) -> int:
 
     path = args.study_dir / "study.yaml"
     if not path.is_file():
-        raise ConfigError(f"{args.study_dir}: no study.yaml there; is this a study directory (harness study run --out)?")
+        raise ConfigError(f"{args.study_dir}: no study.yaml there; "
+                          "is this a study directory (harness study run --out)?")
     spec = load_study(path)
     args.overrides = []
     return _execute(spec, args.study_dir, args, resume=True)
@@ -173,9 +174,9 @@ def _quickstart(args: argparse.Namespace) -> int:
     from harness.tune.study import load_study
 
     if not (args.data / "training_metadata.xlsx").exists():
-        from harness.data.synth import synthesize
-
         import sys
+
+        from harness.data.synth import synthesize
 
         logger.info("synthesising %d breast-ultrasound images into %s ...", args.images, args.data)
         synthesize(args.data, n_images=args.images, size=256, seed=0, progress=sys.stderr.isatty())

@@ -93,7 +93,8 @@ def scan_busi(src: Path) -> list[BusiImage]:
     images: list[BusiImage] = []
     for folder, label in FOLDERS.items():
         if folder not in folders:
-            errors.append(f"{src / folder}/: folder missing; BUSI needs benign/, malignant/ and normal/ (an empty folder is fine).")
+            errors.append(f"{src / folder}/: folder missing; BUSI needs benign/, malignant/ and normal/ "
+                          "(an empty folder is fine).")
             continue
         found: dict[str, BusiImage] = {}
         masks: list[tuple[str, int, Path]] = []
@@ -120,7 +121,8 @@ def scan_busi(src: Path) -> list[BusiImage]:
     seen: dict[str, Path] = {}
     for item in images:
         if item.image_id in seen:
-            errors.append(f"{item.image}: its id {item.image_id} clashes with {seen[item.image_id]}; rename one of them.")
+            errors.append(f"{item.image}: its id {item.image_id} clashes with {seen[item.image_id]}; "
+                          "rename one of them.")
         seen[item.image_id] = item.image
     if errors:
         raise DataError(errors)
@@ -138,7 +140,8 @@ def _check_sizes(item: BusiImage) -> list[str]:
             inspect_png(m)
             if image_size(m) != size:
                 w, h = image_size(m)
-                problems.append(f"{m}: size {w}x{h} differs from its image {item.image.name} ({size[0]}x{size[1]}); fix or remove the mask.")
+                problems.append(f"{m}: size {w}x{h} differs from its image {item.image.name} "
+                                f"({size[0]}x{size[1]}); fix or remove the mask.")
         return problems
     except FileProblem as e:
         return [str(e.problems[0])]

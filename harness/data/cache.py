@@ -58,7 +58,8 @@ class ArrayCache:
         try:
             return self._rows[image_id]
         except KeyError:
-            raise DataError(f'image id "{image_id}" is not in the cache {self.images_path.name}; rebuild it from the same dataset index.') from None
+            raise DataError(f'image id "{image_id}" is not in the cache {self.images_path.name}; '
+                            "rebuild it from the same dataset index.") from None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # DataLoader workers re-open the memmaps instead of pickling hundreds of MB.
@@ -66,7 +67,8 @@ class ArrayCache:
 
 
 def _open(images_path: Path, masks_path: Path, ids: tuple[str, ...], size: int) -> ArrayCache:
-    return ArrayCache(np.load(images_path, mmap_mode="r"), np.load(masks_path, mmap_mode="r"), ids, size, images_path, masks_path)
+    images, masks = np.load(images_path, mmap_mode="r"), np.load(masks_path, mmap_mode="r")
+    return ArrayCache(images, masks, ids, size, images_path, masks_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,7 +86,7 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Square nearest-neighbour resize of a binary mask -> uint8 {0, 1}."""
-    m = np.asarray(mask).astype(np.uint8)
+    m: np.ndarray = np.asarray(mask).astype(np.uint8)
     if m.shape[:2] != (size, size):
         m = cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST)
     return (m > 0).astype(np.uint8)
@@ -103,7 +105,7 @@ def load_resized(index: DatasetIndex, record: Record, size: int) -> tuple[np.nda
 
 
 def _checksum(arr: np.ndarray) -> str:
-    return f"{zlib.crc32(memoryview(np.ascontiguousarray(arr)).cast('B')):08x}"
+    return f"{zlib.crc32(np.ascontiguousarray(arr).data.cast('B')):08x}"
 
 
 def _fingerprint(index: DatasetIndex) -> str:
@@ -131,7 +133,9 @@ def _paths(directory: Path, stem: str) -> tuple[Path, Path, Path]:
     return directory / f"{stem}.images.npy", directory / f"{stem}.masks.npy", directory / f"{stem}.json"
 
 
-def _try_open(directory: Path, stem: str, index: DatasetIndex, size: int, fingerprint: str) -> tuple[ArrayCache | None, str]:
+def _try_open(
+    directory: Path, stem: str, index: DatasetIndex, size: int, fingerprint: str
+) -> tuple[ArrayCache | None, str]:
     """Open and fully verify a cache; (None, reason) when it is absent or not trustworthy."""
     images_path, masks_path, meta_path = _paths(directory, stem)
     if not meta_path.exists():
@@ -164,6 +168,25 @@ def _lock(path: Path) -> contextlib.AbstractContextManager[Any]:
     return FileLock(str(path), timeout=3600)
 
 
+def _fill(index: DatasetIndex, size: int, images: np.ndarray, masks: np.ndarray, progress: bool) -> None:
+    """Decode and resize every record of ``index`` into ``images``/``masks`` on a few threads."""
+
+    def fill(n: int) -> None:
+        images[n], masks[n] = load_resized(index, index.records[n], size)
+
+    bar = None
+    if progress and len(index) >= PROGRESS_MIN_IMAGES:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(index), desc=f"caching {size}px", unit="img")
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for _ in pool.map(fill, range(len(index))):
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+
+
 def _build(directory: Path, stem: str, index: DatasetIndex, size: int, fingerprint: str, progress: bool) -> None:
     images_path, masks_path, meta_path = _paths(directory, stem)
     tag = uuid.uuid4().hex[:8]
@@ -174,21 +197,7 @@ def _build(directory: Path, stem: str, index: DatasetIndex, size: int, fingerpri
     try:
         images = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=shape)
         masks = np.lib.format.open_memmap(tmp_masks, mode="w+", dtype=np.uint8, shape=shape)
-
-        def fill(n: int) -> None:
-            images[n], masks[n] = load_resized(index, index.records[n], size)
-
-        bar = None
-        if progress and len(index) >= PROGRESS_MIN_IMAGES:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(index), desc=f"caching {size}px", unit="img")
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            for _ in pool.map(fill, range(len(index))):
-                if bar is not None:
-                    bar.update()
-        if bar is not None:
-            bar.close()
+        _fill(index, size, images, masks, progress)
         images.flush()
         masks.flush()
         meta = {
@@ -222,7 +231,8 @@ def load_cache(index: DatasetIndex, size: int, cache_dir: Path | None = None, pr
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(f"{directory}: cannot create the cache directory ({e.strerror}); pass another cache_dir.") from None
+        raise DataError(
+            f"{directory}: cannot create the cache directory ({e.strerror}); pass another cache_dir.") from None
     stem = cache_stem(index, size)
     fingerprint = _fingerprint(index)
     cache, reason = _try_open(directory, stem, index, size, fingerprint)
@@ -239,5 +249,6 @@ def load_cache(index: DatasetIndex, size: int, cache_dir: Path | None = None, pr
         _build(directory, stem, index, size, fingerprint, progress)
         cache, reason = _try_open(directory, stem, index, size, fingerprint)
     if cache is None:  # pragma: no cover - only if the disk changes under us
-        raise DataError(f"{directory}: the image cache {stem} could not be verified after building ({reason}); delete the directory and retry.")
+        raise DataError(f"{directory}: the image cache {stem} could not be verified after building ({reason}); "
+                        "delete the directory and retry.")
     return cache

@@ -65,10 +65,12 @@ class CheckReport:
             )
         area = s["lesion_area_pct"]
         if area:
-            lines.append("lesion area, % of image (Benign+Malignant): " + ", ".join(f"p{k} {v:.2f}" for k, v in area.items()))
+            pcts = ", ".join(f"p{k} {v:.2f}" for k, v in area.items())
+            lines.append(f"lesion area, % of image (Benign+Malignant): {pcts}")
         preview = s.get("split_preview")
         if preview:
-            lines.append(f"split preview (patient-wise, val {preview['val']}, seed {preview['seed']}; the paper's Table 1):")
+            lines.append(f"split preview (patient-wise, val {preview['val']}, seed {preview['seed']}; "
+                         "the paper's Table 1):")
             cols = list(preview["table"])
             lines.append("  " + f"{'Class':<10}" + "".join(f"{c:>12}" for c in cols))
             for row in preview["table"][cols[0]]:
@@ -191,7 +193,9 @@ def _preview(index: DatasetIndex, warnings: list[str]) -> dict[str, Any] | None:
     return {"val": 0.2, "seed": 42, "table": {c: {k: int(v) for k, v in table[c].items()} for c in table.columns}}
 
 
-def check_dataset(root: Path, columns: dict[str, str] | None = None, *, preview: bool = True, workers: int = 2) -> CheckReport:
+def check_dataset(
+    root: Path, columns: dict[str, str] | None = None, *, preview: bool = True, workers: int = 2
+) -> CheckReport:
     """Check a dataset directory and collect every problem (never raises for bad data).
 
     ``preview`` adds the default 80/20 patient-wise split's Table 1 to the summary.

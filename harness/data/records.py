@@ -223,7 +223,8 @@ def parse_rows(root: Path, table: pd.DataFrame, cols: dict[str, str]) -> tuple[l
         where = f"row {excel_row}" + (f" (image {image_id})" if image_id else "")
         bad = False
         if not image_path:
-            errors.append(f"{METADATA_FILE} {where}: image_path is empty; give the image's path relative to the dataset directory.")
+            errors.append(f"{METADATA_FILE} {where}: image_path is empty; "
+                          "give the image's path relative to the dataset directory.")
             continue
         if _path_cell(root, image_path, "image_path", where, errors) is None:
             bad = True
@@ -288,13 +289,15 @@ def parse_metadata(root: Path, columns: dict[str, str] | None = None) -> ParsedM
     """Read and parse ``root/training_metadata.xlsx`` once, collecting every metadata problem."""
     root = Path(root)
     if not root.is_dir():
-        return ParsedMetadata(None, [f"{root}: no such dataset directory; give a directory with images/, masks/ and {METADATA_FILE}."])
+        return ParsedMetadata(None, [f"{root}: no such dataset directory; "
+                                     f"give a directory with images/, masks/ and {METADATA_FILE}."])
     try:
         table, data = read_metadata(root / METADATA_FILE)
     except DataError as e:
         return ParsedMetadata(None, list(e.problems))
     if table.dropna(how="all").empty:
-        return ParsedMetadata(None, [f"{METADATA_FILE}: no data rows under the header; add one row per image."], table=table)
+        return ParsedMetadata(
+            None, [f"{METADATA_FILE}: no data rows under the header; add one row per image."], table=table)
     cols, errors = resolve_columns(list(table.columns), columns)
     if any(c not in cols for c in REQUIRED_COLUMNS) or errors:
         return ParsedMetadata(None, errors, table=table, columns=cols)

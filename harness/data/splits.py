@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +113,9 @@ def _find(parent: list[int], x: int) -> int:
     return x
 
 
-def split_groups(index: DatasetIndex, group_duplicates: bool = False, threshold: int = DUPLICATE_THRESHOLD) -> tuple[np.ndarray, int]:
+def split_groups(
+    index: DatasetIndex, group_duplicates: bool = False, threshold: int = DUPLICATE_THRESHOLD
+) -> tuple[np.ndarray, int]:
     """Group number per record (patients, merged across near-duplicate images); and how many merged."""
     patients = index.patients()
     first: dict[str, int] = {}
@@ -170,7 +172,8 @@ def carve(labels: np.ndarray, groups: np.ndarray, frac: float, seed: int) -> np.
 
     n_groups = len(np.unique(groups))
     if n_groups < 2:
-        raise DataError(f"cannot split {len(labels)} image(s) from a single patient group; add images of other patients.")
+        raise DataError(f"cannot split {len(labels)} image(s) from a single patient group; "
+                        "add images of other patients.")
     k_max = min(n_groups, int(np.bincount(labels).max()))  # sklearn needs k <= the largest class
     if k_max < 2:
         raise DataError(f"cannot split {len(labels)} image(s): no class has images of two patient groups; add images.")
@@ -182,7 +185,8 @@ def carve(labels: np.ndarray, groups: np.ndarray, frac: float, seed: int) -> np.
         seen.add(round(m / k, 6))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "least populated class has only n members"
-            folds = [t for _, t in StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(labels, labels, groups)]
+            kfold = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
+            folds = [t for _, t in kfold.split(labels, labels, groups)]
         for start in range(k):
             carved = np.zeros(len(labels), bool)
             for f in range(m):
@@ -194,7 +198,7 @@ def carve(labels: np.ndarray, groups: np.ndarray, frac: float, seed: int) -> np.
     return best
 
 
-def _counts(index: DatasetIndex, subsets: dict[str, Sequence[str]]) -> dict[str, dict[str, int]]:
+def _counts(index: DatasetIndex, subsets: Mapping[str, Sequence[str]]) -> dict[str, dict[str, int]]:
     by_id = index.by_id()
     out = {}
     for name, ids in subsets.items():
@@ -251,7 +255,8 @@ def make_split(
 
 def split_path(root: Path, name: str) -> Path:
     if not _NAME.match(name):
-        raise DataError(f'split name "{name}" must be letters, digits, "_", "-" or "." (it becomes splits/{name}.json).')
+        raise DataError(f'split name "{name}" must be letters, digits, "_", "-" or "." '
+                        f"(it becomes splits/{name}.json).")
     return Path(root) / "splits" / f"{name}.json"
 
 
@@ -274,7 +279,8 @@ def load_split(root: Path, name: str, index: DatasetIndex) -> Split:
         subsets = {s: [str(i) for i in data["subsets"].get(s, [])] for s in SUBSETS}
         meta = (str(data["metadata_hash"]), int(data["seed"]), float(data["val"]), float(data["test"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise DataError(f"{rel}: not a valid split file ({type(e).__name__}: {e}); re-run harness data split {root} --name {name}") from None
+        raise DataError(f"{rel}: not a valid split file ({type(e).__name__}: {e}); "
+                        f"re-run harness data split {root} --name {name}") from None
     if meta[0] != index.metadata_hash:
         raise DataError(
             f"{rel} was made for another version of {METADATA_FILE} (hash {meta[0]}, now {index.metadata_hash}); "
@@ -287,7 +293,8 @@ def load_split(root: Path, name: str, index: DatasetIndex) -> Split:
     for s, ids in subsets.items():
         unknown = [i for i in ids if i not in by_id]
         if unknown:
-            problems.append(f"{rel}: {len(unknown)} unknown image id(s) in {s}: {', '.join(unknown[:5])}; re-run harness data split.")
+            problems.append(f"{rel}: {len(unknown)} unknown image id(s) in {s}: {', '.join(unknown[:5])}; "
+                            "re-run harness data split.")
         for i in ids:
             if i in seen:
                 problems.append(f'{rel}: image "{i}" is in both {seen[i]} and {s}; re-run harness data split.')
@@ -296,11 +303,13 @@ def load_split(root: Path, name: str, index: DatasetIndex) -> Split:
                 pid = by_id[i].patient_id
                 other = patient_in.setdefault(pid, s)
                 if other != s:
-                    problems.append(f'{rel}: patient "{pid}" has images in both {other} and {s} (e.g. {i}); re-run harness data split.')
+                    problems.append(f'{rel}: patient "{pid}" has images in both {other} and {s} (e.g. {i}); '
+                                    "re-run harness data split.")
                     patient_in[pid] = s
     missing = [i for i in by_id if i not in seen]
     if missing:
-        problems.append(f"{rel}: {len(missing)} image(s) of the dataset are in no subset (e.g. {', '.join(missing[:3])}); re-run harness data split.")
+        problems.append(f"{rel}: {len(missing)} image(s) of the dataset are in no subset "
+                        f"(e.g. {', '.join(missing[:3])}); re-run harness data split.")
     if problems:
         raise DataError(list(dict.fromkeys(problems)))
     return Split(
@@ -335,5 +344,6 @@ def get_or_create_split(
         return split
     split = make_split(index, val, test, seed, group_duplicates, name=name)
     saved = save_split(split, index.root, name)
-    logger.info("created split %s at %s (%s)", name, saved, ", ".join(f"{s} {len(i)}" for s, i in split.subsets().items() if i))
+    sizes = ", ".join(f"{s} {len(i)}" for s, i in split.subsets().items() if i)
+    logger.info("created split %s at %s (%s)", name, saved, sizes)
     return split

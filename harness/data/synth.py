@@ -230,7 +230,7 @@ def _margin(rng: np.random.Generator, beta: float, sd: float) -> np.ndarray:
 
 def _sample_lesion(rng: np.random.Generator, label: int, render: int, top: float, margin: int) -> _Lesion:
     """A lesion of class ``label`` placed below ``top`` (canvas px) and inside the un-shifted view."""
-    names, probs = zip(*_KIND_P[label])
+    names, probs = [n for n, _ in _KIND_P[label]], [p for _, p in _KIND_P[label]]
     kind = str(rng.choice(names, p=probs))
     kd = _KINDS[kind]
     area = float(np.clip(kd.area * math.exp(rng.normal(0, 0.75)), 0.015, 0.32)) * render**2
@@ -288,9 +288,9 @@ def _paint_lesion(les: _Lesion, cx: float, cy: float, theta: float, scale: float
         for ang, length, thick in les.spicules:
             r0 = float(np.interp(ang, _ANGLES, les.r_core, period=2 * np.pi)) - 0.1
             pts = [to_view(r * math.cos(ang), r * math.sin(ang)) for r in (r0, r0 + length / 2, r0 + length)]
-            pts = [(round((x - x0) * 16), round((y - y0) * 16)) for x, y in pts]
-            cv2.line(spk, pts[0], pts[1], 1.0, max(1, round(thick * 1.6)), cv2.LINE_AA, 4)
-            cv2.line(spk, pts[1], pts[2], 1.0, max(1, round(thick * 0.8)), cv2.LINE_AA, 4)
+            px = [(round((x - x0) * 16), round((y - y0) * 16)) for x, y in pts]  # 4 fractional bits
+            cv2.line(spk, px[0], px[1], 1.0, max(1, round(thick * 1.6)), cv2.LINE_AA, 4)
+            cv2.line(spk, px[1], px[2], 1.0, max(1, round(thick * 0.8)), cv2.LINE_AA, 4)
         member = np.maximum(member, cv2.GaussianBlur(spk, (0, 0), 0.5 * les.edge))
     n = les.texture.shape[0]
     tex = cv2.remap(les.texture, ((u / 1.6 + 1) * (n - 1) / 2).astype(_F32), ((v / 1.6 + 1) * (n - 1) / 2).astype(_F32),
@@ -367,7 +367,7 @@ def _gland(rng: np.random.Generator, lay: _Layers, H: int, W: int, s: float, S: 
            fat_rel: float, label: int, lesion: _Lesion | None) -> np.ndarray:
     """Hyperechoic, heterogeneous fibroglandular tissue with fat islands, ducts and lesion-like
     distractors (kept off the lesion so that its outline stays what the mask says)."""
-    isl = np.ones((H, W), _F32)
+    isl: np.ndarray = np.ones((H, W), _F32)
     n_islands, n_ducts = int(rng.integers(3, 12)), int(rng.poisson(0.8))
     n_pseudo = int(rng.random() < (0.6 if label == 2 else 0.25)) + int(rng.random() < (0.3 if label == 2 else 0.1))
     for i in range(n_islands + n_ducts + n_pseudo):
@@ -532,7 +532,7 @@ def _check_args(out: Path, n_images: int, size: int, seed: int, proportions, ima
     if not isinstance(seed, int | np.integer) or seed < 0:
         problems.append(f"seed must be an integer >= 0, but got seed={seed!r}.")
     p = tuple(proportions) if isinstance(proportions, tuple | list) else (proportions,)
-    if len(p) != 3 or any(not isinstance(x, numbers.Real) or not x >= 0 for x in p) or not 0 < sum(p) < math.inf:
+    if len(p) != 3 or any(not isinstance(x, numbers.Real) or not float(x) >= 0 for x in p) or not 0 < sum(p) < math.inf:
         problems.append(
             f"proportions must be 3 numbers >= 0 (Benign, Malignant, Normal) with a positive sum, "
             f"but got proportions={p!r}.")
@@ -622,7 +622,8 @@ def synthesize(
     out = Path(out)
     _check_args(out, n_images, size, seed, proportions, images_per_patient)
     t0 = time.perf_counter()
-    counts = class_counts(int(n_images), tuple(float(p) for p in proportions))
+    benign, malignant, normal = (float(p) for p in proportions)
+    counts = class_counts(int(n_images), (benign, malignant, normal))
     plan = _plan_patients(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1 << 30,))),
                           counts, (int(images_per_patient[0]), int(images_per_patient[1])))
     if out.is_dir():
@@ -654,10 +655,10 @@ def synthesize(
                 bar.update(1)
     if bar is not None:
         bar.close()
-    rows.sort(key=lambda r: r["image_id"])
+    rows.sort(key=lambda r: str(r["image_id"]))
     _write_metadata(out / METADATA_FILE, rows)
     seconds = time.perf_counter() - t0
-    summary = SynthSummary(out=out, counts=dict(zip(CLASS_NAMES, counts)), n_patients=len(plan),
+    summary = SynthSummary(out=out, counts=dict(zip(CLASS_NAMES, counts, strict=True)), n_patients=len(plan),
                            seconds=seconds, images_per_s=n_images / max(seconds, 1e-9))
     logger.info("synth: wrote %d images (%s) of %d patients to %s in %.1f s (%.0f images/s).", n_images,
                 ", ".join(f"{v} {k}" for k, v in summary.counts.items()), len(plan), out, seconds,

@@ -59,7 +59,8 @@ def configure_torch(rt: RuntimeConfig, info: DeviceInfo) -> None:
         torch.backends.cudnn.benchmark = not rt.deterministic
         torch.backends.cudnn.deterministic = rt.deterministic
     else:
-        threads = rt.threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = rt.threads or max(1, cores)
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
     logger.debug("device=%s amp=%s channels_last=%s threads=%d", info.device, info.amp, info.channels_last,

@@ -40,8 +40,8 @@ def predict_heads(model: nn.Module, images: np.ndarray, *, info: DeviceInfo, cha
         x = torch.from_numpy(to_input(np.asarray(images[start:start + batch_size]), channels)).to(info.device)
         if info.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        acc: list[torch.Tensor | None] = [None] * len(heads)
-        for fwd, inv in views:
+        acc: list[torch.Tensor] = []  # per head: sum of the activations over the views
+        for v, (fwd, inv) in enumerate(views):
             with autocast(info):
                 raw = model(fwd(x))
             for k, head in enumerate(heads):
@@ -49,7 +49,10 @@ def predict_heads(model: nn.Module, images: np.ndarray, *, info: DeviceInfo, cha
                 p = head.activation(y.float())
                 if head.dense:
                     p = inv(p)
-                acc[k] = p if acc[k] is None else acc[k] + p
+                if v == 0:
+                    acc.append(p)
+                else:
+                    acc[k] = acc[k] + p
         for k, head in enumerate(heads):
             mean = acc[k] / len(views)
             out[k].append((head.post(mean) if head.post else mean).cpu().numpy())

@@ -65,7 +65,10 @@ def create_classifier(cfg: ClassifierConfig, num_classes: int, in_chans: int = 3
         backbone = with_pretrained(build, "classifier", cfg.backbone)
     else:
         backbone = build(False)
-    features = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+    # plain attributes of timm models, which the typing of nn.Module.__getattr__ cannot see
+    features = getattr(backbone, "head_hidden_size", None) or getattr(backbone, "num_features", None)
+    if not isinstance(features, int):
+        raise TypeError(f"{cfg.backbone}: the timm model has no integer num_features (got {features!r}).")
     head = PaperHead(features, cfg.head_hidden, num_classes, cfg.head_dropout)
     return Classifier(backbone, head)
 

@@ -74,7 +74,9 @@ class JointLoss(nn.Module):
         super().__init__()
         self.seg, self.ce, self.cls_weight = HybridLoss(weights, "binary"), ce, float(cls_weight)
 
-    def forward(self, logits: tuple[torch.Tensor, torch.Tensor], target: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, logits: tuple[torch.Tensor, torch.Tensor], target: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
         loss = self.seg(logits[0], target[0])
         if self.cls_weight > 0:
             loss = loss + self.cls_weight * self.ce(logits[1].float(), target[1].long())

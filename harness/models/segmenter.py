@@ -54,7 +54,7 @@ def create_segmenter(cfg: SegmenterConfig, num_classes: int, in_chans: int = 3, 
     local = local_weights(cfg.encoder) if cfg.pretrained else None
     if local is not None:
         model = build(False)
-        missing, unexpected = model.encoder.load_state_dict(load_state_file(local), strict=False)
+        missing, unexpected = model.get_submodule("encoder").load_state_dict(load_state_file(local), strict=False)
         logger.info("loaded encoder %s from %s (%d missing, %d unexpected keys)", cfg.encoder, local,
                     len(missing), len(unexpected))
         return model
@@ -79,7 +79,8 @@ class ClassificationBranch(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.encoder, self.classification_head = model.encoder, model.classification_head
+        self.encoder = model.get_submodule("encoder")
+        self.classification_head = model.get_submodule("classification_head")
 
     def forward(self, x):
         return self.classification_head(self.encoder(x)[-1])

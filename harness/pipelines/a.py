@@ -16,7 +16,8 @@ from harness.pipelines.stages import CLASSIFIER, SEGMENTER, Stage, classify, les
 
 @register_pipeline(
     "a", label="A", title="classification-first", color="#2b6cb0",
-    stages=(StageSpec("classifier3", "classifier", "classifier", 3), StageSpec("segmenter_binary", "segmenter", "segmenter", 1)),
+    stages=(StageSpec("classifier3", "classifier", "classifier", 3),
+            StageSpec("segmenter_binary", "segmenter", "segmenter", 1)),
     sections=("classifier", "segmenter", "eval"), explain=("classifier3", "full"),
     presets={"paper-a": "paper-a", "tiny-a": "tiny-a"}, base_preset="paper-a")
 class ClassificationFirst(Pipeline):
@@ -45,10 +46,11 @@ class ClassificationFirst(Pipeline):
         probs = classify(ctx, stages["classifier3"], images, cfg.eval)
         pred = probs.argmax(1)
         lesion = np.flatnonzero(pred != NORMAL)
-        seg_images, _, _ = ctx.subset(cfg.segmenter.image_size, [ids[i] for i in lesion])
-        maps = lesion_probability(ctx, stages["segmenter_binary"], seg_images, cfg.eval) if len(lesion) else []
+        seg_images, _, _ = ctx.subset(cfg.segmenter.image_size, [ids[int(i)] for i in lesion])
         shapes = ctx.original_shapes(ids)
         masks = [np.zeros(s, dtype=bool) for s in shapes]
-        for j, i in enumerate(lesion):
-            masks[i] = upsample(maps[j], shapes[i]) > cfg.eval.mask_threshold
+        if len(lesion):
+            maps = lesion_probability(ctx, stages["segmenter_binary"], seg_images, cfg.eval)
+            for j, i in enumerate(lesion):
+                masks[i] = upsample(maps[j], shapes[i]) > cfg.eval.mask_threshold
         return Inference(list(ids), probs, pred, masks)

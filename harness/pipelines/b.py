@@ -43,7 +43,8 @@ def lesion_score(pixels: np.ndarray, threshold: int) -> np.ndarray:
 
 @register_pipeline(
     "b", label="B", title="segmentation-first", color="#dd6b20",
-    stages=(StageSpec("segmenter3", "segmenter", "segmenter", 3), StageSpec("roi_classifier", "classifier", "classifier", 2)),
+    stages=(StageSpec("segmenter3", "segmenter", "segmenter", 3),
+            StageSpec("roi_classifier", "classifier", "classifier", 2)),
     sections=("classifier", "segmenter", "roi", "eval"), explain=("roi_classifier", "roi"),
     presets={"paper-b": "paper-b", "tiny-b": "tiny-b"}, base_preset="paper-b")
 class SegmentationFirst(Pipeline):
@@ -107,7 +108,10 @@ class SegmentationFirst(Pipeline):
         crops, masks = [], []
         for j, image_id in enumerate(ids):
             image = ctx.original_image(image_id)
-            mask = upsample(maps[j], image.shape) > cfg.eval.mask_threshold if present[j] else np.zeros(image.shape, bool)
+            if present[j]:
+                mask = upsample(maps[j], image.shape) > cfg.eval.mask_threshold
+            else:
+                mask = np.zeros(image.shape, bool)
             masks.append(mask)
             crops.append(self.explain_input(cfg, image, mask))
         bm = classify(ctx, stages["roi_classifier"], np.stack(crops), cfg.eval)

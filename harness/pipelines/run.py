@@ -37,8 +37,8 @@ class TrialResult:
     """What a run returns to its caller (CLI, Ray trial, W&B agent)."""
 
     run_dir: Path
-    metrics: dict[str, float]
-    test_metrics: dict[str, float] | None
+    metrics: dict[str, float | str]  # the metrics plus their "pipeline" and "subset"
+    test_metrics: dict[str, float | str] | None
     stages: dict[str, dict[str, Any]]
     seconds: float
     trained_stages: list[str] = field(default_factory=list)
@@ -59,8 +59,8 @@ def evaluate(ctx: RunContext, inference: Inference, subset: str, out_dir: Path) 
         rows.append({
             "subset": subset, "image_id": image_id, "label": rec.label, "pred_label": int(inference.pred_labels[k]),
             "prob_benign": float(inference.probs[k, 0]), "prob_malignant": float(inference.probs[k, 1]),
-            "prob_normal": float(inference.probs[k, 2]), **{m: seg[m] for m in
-                                                             ("dice", "iou", "precision", "recall", "specificity", "hd95")},
+            "prob_normal": float(inference.probs[k, 2]),
+            **{m: seg[m] for m in ("dice", "iou", "precision", "recall", "specificity", "hd95")},
             "gt_pixels": int(gt.sum()), "pred_pixels": int(pred.sum()),
             "image_path": str(ctx.index.image_file(rec).resolve()),
             "mask_path": str(mask_file.resolve()) if mask_file else "",
@@ -91,14 +91,14 @@ def run_trial(config: RunConfig, out_dir: Path, *, data_dir: Path | None = None,
     for name, stage in stages.items():
         run_dir.write_stage(name, stage.record)
 
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, float | str]] = {}
     tables = []
     for subset, ids in (("val", ctx.split.val), ("test", ctx.split.test)):
         if not ids or subset not in subsets:
             continue
         table = evaluate(ctx, pipeline.infer(ctx, stages, list(ids)), subset, out_dir)
         tables.append(table)
-        metrics = {**run_metrics(table), "pipeline": config.pipeline, "subset": subset}
+        metrics: dict[str, float | str] = {**run_metrics(table), "pipeline": config.pipeline, "subset": subset}
         results[subset] = metrics
         run_dir.write_metrics(subset, metrics)
     run_dir.write_predictions(pd.concat(tables))

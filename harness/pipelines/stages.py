@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from harness.config import ClassifierConfig, EvalConfig, SegmenterConfig
 from harness import NORMAL
+from harness.config import ClassifierConfig, EvalConfig, SegmenterConfig
 from harness.data.datasets import JointImages, LabelledImages, MaskedImages
 from harness.data.transforms import train_transform, tta_views
 from harness.engine import fit as engine
@@ -32,6 +32,8 @@ from harness.models.segmenter import create_joint, create_segmenter, segmenter_p
 from harness.pipelines.context import RunContext
 
 logger = logging.getLogger(__name__)
+
+StageDataset = LabelledImages | MaskedImages  # JointImages is a MaskedImages
 
 
 @dataclass
@@ -47,13 +49,13 @@ class Stage:
         return bool(self.record.get("cached"))
 
 
-def _loader(ctx: RunContext, ds: Dataset, batch_size: int, sample_labels: np.ndarray | None, seed: int,
+def _loader(ctx: RunContext, ds: StageDataset, batch_size: int, sample_labels: np.ndarray | None, seed: int,
             weighted: bool) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
     sampler = None
     if weighted and sample_labels is not None and len(sample_labels):
         w = class_weights(sample_labels, int(sample_labels.max()) + 1)[sample_labels]
-        sampler = WeightedRandomSampler(torch.as_tensor(w, dtype=torch.double), num_samples=len(ds),
+        sampler = WeightedRandomSampler(w.astype(np.float64).tolist(), num_samples=len(ds),
                                         replacement=True, generator=g)
     workers = ctx.config.data.num_workers
     transform = getattr(ds, "transform", None)
@@ -109,13 +111,15 @@ must train. Targets are class labels for a classifier and class-index masks for 
 class StageKind:
     """What differs between training a classifier and a segmenter; the loop around it is shared."""
 
+    # Any: the kind's own config section, model and (output, target) types - a tensor each, or a
+    # (mask, class) pair for the multi-task network.
     name: str
     metric_name: str
     build: Callable[[Any, int, int], nn.Module]
-    dataset: Callable[..., Dataset]
+    dataset: Callable[..., StageDataset]
     loss: Callable[[Any, int, np.ndarray], nn.Module]
-    param_groups: Callable[[nn.Module, Any], list[dict]]
-    score: Callable[[torch.Tensor, torch.Tensor], np.ndarray]
+    param_groups: Callable[[Any, Any], list[dict]]
+    score: Callable[[Any, Any], np.ndarray]
     reduce: Callable[[np.ndarray], float]
 
 

@@ -5,18 +5,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-
 from datetime import datetime
+from pathlib import Path
 
 import pandas as pd
 
 from harness import __version__
 from harness.report import details
 from harness.report import sections as S
-from harness.report.html import page
 from harness.report.export import caption, write_table9
 from harness.report.gradcam import ClassifierProvider, default_provider
+from harness.report.html import page
 from harness.report.loader import RunData, Sources, group_by_pipeline, load_sources
 from harness.report.table9 import build_table9
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -20,10 +21,13 @@ from harness.metrics.classification import average_precision, confusion_matrix, 
 from harness.metrics.end_to_end import ATTRIBUTIONS, is_lesion  # noqa: E402
 from harness.pipelines.registry import spec_by_label  # noqa: E402
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 FALLBACK_COLORS = ("#805ad5", "#d53f8c", "#319795", "#975a16")
 CLASS_COLORS = ("#38a169", "#e53e3e", "#718096")  # benign, malignant, normal
 ATTR_COLORS = {"none": "#38a169", "classification": "#d69e2e", "segmentation": "#3182ce", "both": "#e53e3e"}
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "font.family": "DejaVu Sans", "font.size": 9, "axes.titlesize": 10, "axes.titleweight": "bold",
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
     "legend.frameon": False, "figure.dpi": 110,
@@ -70,7 +74,7 @@ def save(fig: Figure, path: Path) -> Path:
 def confusion_figure(tables: dict[str, pd.DataFrame]) -> Figure:
     """Confusion matrix per pipeline: counts and row percentages (paper Fig. 7)."""
     fig, axes = subplots(len(tables), w=3.8, h=3.4)
-    for ax, (p, df) in zip(axes[0], tables.items()):
+    for ax, (p, df) in zip(axes[0], tables.items(), strict=True):
         cm = confusion_matrix(df["label"].to_numpy(int), df["pred_label"].to_numpy(int))
         rows = cm.sum(axis=1, keepdims=True)
         frac = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
@@ -92,12 +96,12 @@ def confusion_figure(tables: dict[str, pd.DataFrame]) -> Figure:
 @styled
 def _curves_figure(tables: dict[str, pd.DataFrame], kind: str) -> Figure:
     fig, axes = subplots(len(tables), w=3.8, h=3.5)
-    for ax, (p, df) in zip(axes[0], tables.items()):
+    for ax, (p, df) in zip(axes[0], tables.items(), strict=True):
         y = df["label"].to_numpy(int)
         if not all(c in df.columns for c in PROB_COLUMNS):
             ax.text(0.5, 0.5, "no probabilities", ha="center", transform=ax.transAxes)
             continue
-        for c, (name, col, color) in enumerate(zip(CLASS_NAMES, PROB_COLUMNS, CLASS_COLORS)):
+        for c, (name, col, color) in enumerate(zip(CLASS_NAMES, PROB_COLUMNS, CLASS_COLORS, strict=True)):
             yc, s = y == c, df[col].to_numpy(float)
             if yc.all() or not yc.any():
                 continue
@@ -172,12 +176,12 @@ def dice_by_size_figure(by_size: pd.DataFrame) -> Figure:
         sub = by_size[by_size["pipeline"] == p]
         x = np.arange(len(sub)) + (k - (len(pipes) - 1) / 2) * width
         bars = ax.bar(x, sub["dice_mean"], width, color=color(p), label=f"Pipeline {p}")
-        for b, n in zip(bars, sub["n"]):
+        for b, n in zip(bars, sub["n"], strict=True):
             ax.text(b.get_x() + b.get_width() / 2, b.get_height() + 0.01, f"n={n}", ha="center", fontsize=7)
     if pipes:
         first = by_size[by_size["pipeline"] == pipes[0]]
-        ax.set_xticks(range(len(first)), [f"{q}\n{lo:.0f}-{hi:.0f} px" for q, lo, hi in
-                                          zip(first["quartile"], first["min_pixels"], first["max_pixels"])])
+        ticks = zip(first["quartile"], first["min_pixels"], first["max_pixels"], strict=True)
+        ax.set_xticks(range(len(first)), [f"{q}\n{lo:.0f}-{hi:.0f} px" for q, lo, hi in ticks])
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("mean Dice")
     ax.set_xlabel(f"lesion-size quartile (ground-truth area{', pipeline ' + pipes[0] if len(pipes) > 1 else ''})")
@@ -244,7 +248,7 @@ def confidence_figure(tables: dict[str, pd.DataFrame]) -> Figure:
     """Top-class probability of correct vs incorrect predictions (paper Fig. 18)."""
     fig, axes = subplots(len(tables), w=3.8, h=3.0)
     bins = np.linspace(1 / 3, 1, 21)
-    for ax, (p, df) in zip(axes[0], tables.items()):
+    for ax, (p, df) in zip(axes[0], tables.items(), strict=True):
         if not all(c in df.columns for c in PROB_COLUMNS):
             continue
         conf = df[list(PROB_COLUMNS)].to_numpy(float).max(axis=1)
@@ -274,9 +278,11 @@ def training_figure(stages: dict[str, list[dict]], title: str) -> Figure:
             alpha = 1.0 if k == 0 else 0.45
             tag = f" ({st['_run']})" if len(stages[name]) > 1 else ""
             if "train_loss" in h:
-                top.plot(h["epoch"], h["train_loss"], color="#2b6cb0", alpha=alpha, lw=1.4, label=f"train{tag}" if k < 2 else None)
+                top.plot(h["epoch"], h["train_loss"], color="#2b6cb0", alpha=alpha, lw=1.4,
+                         label=f"train{tag}" if k < 2 else None)
             if "val_loss" in h:
-                top.plot(h["epoch"], h["val_loss"], color="#dd6b20", alpha=alpha, lw=1.4, label=f"val{tag}" if k < 2 else None)
+                top.plot(h["epoch"], h["val_loss"], color="#dd6b20", alpha=alpha, lw=1.4,
+                         label=f"val{tag}" if k < 2 else None)
             if "val_metric" in h:
                 bottom.plot(h["epoch"], h["val_metric"], color="#2f855a", alpha=alpha, lw=1.4)
             if st.get("best_epoch"):

@@ -53,7 +53,7 @@ def default_provider() -> ClassifierProvider | None:
         return None
     if not all(callable(getattr(mod, f, None)) for f in ("load_classifier", "classifier_input")):
         return None
-    return mod  # type: ignore[return-value]
+    return mod
 
 
 def target_layer(model):

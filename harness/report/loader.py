@@ -116,21 +116,24 @@ def load_run(run_dir: Path, subset: str = "auto") -> RunData:
     chosen = pick_subset([table], subset)
     rows = table[table["subset"] == chosen].sort_values("image_id", kind="stable").reset_index(drop=True)
     if rows.empty:
-        raise DataError(f"{run_dir / 'predictions.csv'}: no rows with subset={chosen}; it has {sorted(table['subset'].unique())}.")
+        raise DataError(f"{run_dir / 'predictions.csv'}: no rows with subset={chosen}; "
+                        f"it has {sorted(table['subset'].unique())}.")
     try:
         metrics = run_metrics(rows)
     except ValueError as e:
         raise DataError(f"{run_dir / 'predictions.csv'}: {e}.") from None
-    if chosen == "val" and stored.get("balanced_accuracy") is not None:
-        if not np.isclose(stored["balanced_accuracy"], metrics["balanced_accuracy"], atol=1e-6, equal_nan=True):
-            logger.warning("%s: metrics.json disagrees with predictions.csv (balanced accuracy %.4f vs %.4f); "
-                           "the report uses predictions.csv", run_dir, stored["balanced_accuracy"], metrics["balanced_accuracy"])
+    stored_ba = stored.get("balanced_accuracy") if chosen == "val" else None
+    if stored_ba is not None and not np.isclose(stored_ba, metrics["balanced_accuracy"], atol=1e-6, equal_nan=True):
+        logger.warning("%s: metrics.json disagrees with predictions.csv (balanced accuracy %.4f vs %.4f); "
+                       "the report uses predictions.csv", run_dir, stored_ba, metrics["balanced_accuracy"])
     return RunData(path=run_dir.resolve(), name=run_dir.name, pipeline=pipeline, seed=seed, subset=chosen,
                    predictions=rows, metrics=metrics, stages=_read_stages(rd), config=config)
 
 
 def _run_dirs(parent: Path) -> list[Path]:
-    return sorted(p for p in parent.iterdir() if p.is_dir() and (p / "metrics.json").exists()) if parent.is_dir() else []
+    if not parent.is_dir():
+        return []
+    return sorted(p for p in parent.iterdir() if p.is_dir() and (p / "metrics.json").exists())
 
 
 def load_sources(paths: list[Path], subset: str = "auto") -> Sources:
@@ -156,7 +159,8 @@ def load_sources(paths: list[Path], subset: str = "auto") -> Sources:
             raise ConfigError(f"{bad[0]} is a study directory; pass it alone, not together with run directories.")
         run_dirs = paths
     tables = {d: _read_predictions(d / "predictions.csv") for d in run_dirs if (d / "predictions.csv").exists()}
-    chosen = pick_subset(list(tables.values()), subset if origin != "trials" else ("val" if subset == "auto" else subset))
+    wanted = "val" if origin == "trials" and subset == "auto" else subset
+    chosen = pick_subset(list(tables.values()), wanted)
     runs = [load_run(d, chosen) for d in run_dirs]
     names = [r.name for r in runs]
     if len(set(names)) != len(names):  # same directory name in different parents

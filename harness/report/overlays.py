@@ -74,7 +74,7 @@ def overlay_figure(run: RunData):
         return None
     fig, axes = subplots(len(examples), w=3.3, h=3.3)
     shown = 0
-    for ax, ex in zip(axes[0], examples):
+    for ax, ex in zip(axes[0], examples, strict=True):
         ax.axis("off")
         try:
             image, gt, pred = load_example(run, ex.row)

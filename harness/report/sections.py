@@ -21,7 +21,7 @@ FIG_DIR = "figures"
 
 def _stage_rank(pipeline: str, stage: str) -> int:
     """Position of ``stage`` in its pipeline's training order (registry), unknown stages last."""
-    from harness.pipelines.registry import pipeline_names, get_pipeline
+    from harness.pipelines.registry import get_pipeline, pipeline_names
 
     if pipeline not in pipeline_names():
         return 99
@@ -47,8 +47,9 @@ def table9_section(data, fig_dir: Path) -> Section:
     s = Section("table9", "Table 9: " + (" vs ".join(f"pipeline {p}" for p in labels) or "no runs"))
     s.blocks.append(paragraph(data.caption))
     s.blocks.append(table9_html(data.table9))
-    s.blocks.append(paragraph("Dice rows are over lesion images (true Benign or Malignant), a missed lesion counting 0; "
-                              "sensitivity and specificity are malignant vs rest. Bold: the better pipeline."))
+    s.blocks.append(paragraph("Dice rows are over lesion images (true Benign or Malignant), "
+                              "a missed lesion counting 0; sensitivity and specificity are malignant vs rest. "
+                              "Bold: the better pipeline."))
     s.blocks.append(figure(_save(F.comparison_figure(data.table9), fig_dir, "table9_comparison"),
                            "Table 9 as bars with 95% bootstrap CIs; black diamonds are the paper's values (Fig. 9)."))
     s.blocks.append("<h3>Paired tests on the same images</h3>")

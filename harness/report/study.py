@@ -136,7 +136,8 @@ def best_configs(s: StudySummary) -> pd.DataFrame:
     rows = []
     for p, g in done.groupby("pipeline"):
         best = g.loc[g["value"].idxmax() if s.direction == "maximize" else g["value"].idxmin()]
-        params = {k.removeprefix("params_"): best[k] for k in g.columns if k.startswith("params_") and pd.notna(best[k])}
+        params = {k.removeprefix("params_"): best[k]
+                  for k in g.columns if k.startswith("params_") and pd.notna(best[k])}
         rows.append({"pipeline": p, "trial": int(best["number"]), s.objective: float(best["value"]), **params})
     return pd.DataFrame(rows)
 
@@ -187,7 +188,7 @@ def importance_figure(s: StudySummary):
     pipes = sorted(s.importances)
     n_params = max(len(v) for v in s.importances.values())
     fig, axes = subplots(len(pipes), w=4.4, h=0.6 + 0.32 * n_params)
-    for ax, p in zip(axes[0], pipes):
+    for ax, p in zip(axes[0], pipes, strict=True):
         items = sorted(s.importances[p].items(), key=lambda kv: kv[1])
         ax.barh([k for k, _ in items], [v for _, v in items], color=pipeline_color(p))
         ax.set_xlim(0, 1)

@@ -48,9 +48,8 @@ class FakeDataset:
 def _sizes(size: Size) -> list[tuple[int, int]]:
     if isinstance(size, int):
         return [(size, size)]
-    if isinstance(size[0], int):
-        return [(int(size[0]), int(size[1]))]  # type: ignore[arg-type]
-    return [tuple(s) for s in size]  # type: ignore[misc]
+    pairs = np.asarray(size, dtype=int).reshape(-1, 2)  # one (w, h) or a sequence of them
+    return [(int(w), int(h)) for w, h in pairs]
 
 
 def make_dataset(

@@ -57,7 +57,7 @@ def ultrasound_image(shape: tuple[int, int], label: int, rng: np.random.Generato
     h, w = shape
     coarse = cv2.resize(rng.normal(0, 30, (6, 6)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
     depth = np.linspace(1.0, 0.75, h, dtype=np.float32)[:, None]  # attenuation with depth
-    image = (95 + coarse) * depth * rng.gamma(4.0, 0.25, shape)  # multiplicative speckle, mean 1
+    image: np.ndarray = (95 + coarse) * depth * rng.gamma(4.0, 0.25, shape)  # multiplicative speckle, mean 1
     if mask is None:
         mask = ellipse_mask(shape, rng, lesion_scale) if label != NORMAL else np.zeros(shape, bool)
     mask = np.asarray(mask, bool)

@@ -26,6 +26,7 @@ from harness.rundir import RunDir
 from harness.testing.datasets import FakeImage, make_dataset
 from harness.testing.images import ellipse_mask
 
+
 def stages(pipeline: str) -> tuple[tuple[str, str], ...]:
     """(stage name, kind) of ``pipeline`` in run order, from the pipeline registry."""
     return tuple((st.name, st.kind) for st in get_pipeline(pipeline).stages)
@@ -45,7 +46,7 @@ def _predict_mask(gt: np.ndarray, rng: np.random.Generator, quality: float) -> n
     if rng.random() > quality:
         return ellipse_mask(gt.shape, rng, 0.8)
     shift = rng.integers(-3, 4, size=2)
-    m = np.roll(gt, tuple(shift), axis=(0, 1)).astype(np.uint8)
+    m: np.ndarray = np.roll(gt, tuple(shift), axis=(0, 1)).astype(np.uint8)
     kernel = np.ones((int(rng.integers(1, 4)),) * 2, np.uint8)
     m = cv2.dilate(m, kernel) if rng.random() < 0.5 else cv2.erode(m, kernel)
     return m.astype(bool)

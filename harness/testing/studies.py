@@ -32,11 +32,12 @@ def make_study_db(study_dir: Path, n_trials: int = 12, seed: int = 0, name: str 
              "classifier.sampler": CategoricalDistribution(["random", "weighted"])}
     t0 = dt.datetime(2026, 11, 20, 9, 0)
     for k in range(n_trials):
-        params = {"classifier.lr_head": float(10 ** rng.uniform(-4, -2)), "roi.margin": float(rng.uniform(0, 0.5)),
+        lr_head = float(10 ** rng.uniform(-4, -2))
+        params = {"classifier.lr_head": lr_head, "roi.margin": float(rng.uniform(0, 0.5)),
                   "classifier.sampler": str(rng.choice(["random", "weighted"]))}
         # best near lr_head = 1e-3, so the importance of lr_head stands out
-        value = 0.6 + 0.3 * (1 - abs(np.log10(params["classifier.lr_head"]) + 3)) + rng.normal(0, 0.02)
-        state = TrialState.FAIL if k == n_trials - 1 else TrialState.PRUNED if k == n_trials - 2 else TrialState.COMPLETE
+        value = 0.6 + 0.3 * (1 - abs(np.log10(lr_head) + 3)) + rng.normal(0, 0.02)
+        state = {n_trials - 1: TrialState.FAIL, n_trials - 2: TrialState.PRUNED}.get(k, TrialState.COMPLETE)
         start = t0 + dt.timedelta(minutes=7 * k)
         study.add_trial(FrozenTrial(
             number=k, state=state, value=None if state == TrialState.FAIL else float(value), datetime_start=start,

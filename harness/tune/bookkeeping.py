@@ -10,6 +10,7 @@ the rules survive Optuna upgrades and hold for any RDB (SQLite, PostgreSQL).
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -34,7 +35,7 @@ def study_exists(name: str, storage: optuna.storages.BaseStorage) -> bool:
     return name in optuna.get_all_study_names(storage)
 
 
-def directions(spec: StudySpec) -> list[str]:
+def directions(spec: StudySpec) -> list[Literal["maximize", "minimize"]]:
     """Optuna directions of the spec's objectives, in order."""
     return ["maximize" if o.mode == "max" else "minimize" for o in spec.objectives]
 

@@ -44,6 +44,8 @@ class HarnessSearch(OptunaSearch):
         return None
 
     def _tell(self, trial_id: str, state: optuna.trial.TrialState) -> None:
+        if self._ot_study is None:  # OptunaSearch creates it once the search properties are set
+            raise RuntimeError(f"trial {trial_id} finished before the Optuna study was set up.")
         self._ot_study.tell(self._ot_trials[trial_id], state=state)
         self._completed_trials.add(trial_id)
 

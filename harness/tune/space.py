@@ -252,6 +252,7 @@ def normalise_raw(params: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
     out = {k: v for k, v in params.items() if not k.startswith("simplex.")}
     for group in space.simplex:
         raw = [params.get(n) for n in group.raw_names()]
-        if all(v is not None for v in raw):
-            out.update(zip(group.fields, simplex_weights([float(v) for v in raw]), strict=True))
+        values = [float(v) for v in raw if v is not None]
+        if len(values) == len(raw):
+            out.update(zip(group.fields, simplex_weights(values), strict=True))
     return out

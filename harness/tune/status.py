@@ -38,8 +38,11 @@ def study_table(study_dir: Path, storage_url: str | None = None) -> tuple[pd.Dat
     rows = []
     for t in study.trials:
         values = t.values or [math.nan] * len(spec.objectives)
-        seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else math.nan
-        row = {"number": t.number, "state": t.state.name + (" (interrupted)" if t.user_attrs.get("interrupted") else ""),
+        seconds = math.nan
+        if t.datetime_complete and t.datetime_start:
+            seconds = (t.datetime_complete - t.datetime_start).total_seconds()
+        state = t.state.name + (" (interrupted)" if t.user_attrs.get("interrupted") else "")
+        row = {"number": t.number, "state": state,
                "pipeline": t.user_attrs.get("pipeline", t.params.get("pipeline", "")),
                **{o.metric: v for o, v in zip(spec.objectives, values, strict=False)}, "seconds": seconds,
                "params": json.dumps(t.user_attrs.get("overrides", {}), sort_keys=True)}

@@ -127,7 +127,8 @@ class StudySpec(Strict):
                              + did_you_mean(unknown[0], names))
         missing = [p for p in self.pipelines if p not in self.base and not get_pipeline(p).base_preset]
         if missing:
-            raise ValueError(f"base has no config for pipeline(s) {missing}; add e.g. base: {{{missing[0]}: tiny-{missing[0]}}}")
+            raise ValueError(f"base has no config for pipeline(s) {missing}; "
+                             f"add e.g. base: {{{missing[0]}: tiny-{missing[0]}}}")
         if self.sampler == "grid":
             grid(self.search_space, list(self.pipelines))  # raises for simplexes / steps missing
         elif self.trials is None:
@@ -170,7 +171,8 @@ def _load_space(value: Any, study_path: Path) -> Any:
             if not isinstance(data, dict):
                 raise ConfigError(f"{c}: expected a mapping with params/simplex.")
             return data
-    raise ConfigError(f'{study_path}: search_space "{value}" not found (looked in {", ".join(map(str, candidates[:3]))}).')
+    looked = ", ".join(map(str, candidates[:3]))
+    raise ConfigError(f'{study_path}: search_space "{value}" not found (looked in {looked}).')
 
 
 def load_study(path: Path | str, overrides: dict[str, Any] | None = None) -> StudySpec:
@@ -223,10 +225,10 @@ def _check_space_bounds(spec: StudySpec, problems: list[str]) -> None:
                     problems.append(f"search_space.params.{name}={v!r} gives an invalid config: {e.problems[0]}")
                     break
     for k, group in enumerate(spec.search_space.simplex):
-        pipeline = next((p for p in spec.pipelines if group.applies(p)), None)
-        if pipeline is None:
+        applies = next((p for p in spec.pipelines if group.applies(p)), None)
+        if applies is None:
             continue
         try:
-            spec.run_config(pipeline, dict.fromkeys(group.fields, 1 / len(group.fields)))
+            spec.run_config(applies, dict.fromkeys(group.fields, 1 / len(group.fields)))
         except ConfigError as e:
             problems.append(f"search_space.simplex[{k}] names a field that is not a config field: {e.problems[0]}")

@@ -11,17 +11,21 @@ import math
 import os
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 logger = logging.getLogger(__name__)
 
 
-def wandb_mode(configured: str | None) -> str:
-    """The spec's mode, else the user's WANDB_MODE, else online with an API key, else offline."""
+WandbMode = Literal["online", "offline", "disabled"]
+
+
+def wandb_mode(configured: WandbMode | None) -> WandbMode | None:
+    """The spec's mode, else None when the user set WANDB_MODE (wandb reads it itself), else online
+    with an API key, else offline."""
     if configured:
         return configured
     if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
+        return None
     return "online" if os.environ.get("WANDB_API_KEY") else "offline"
 
 
@@ -33,7 +37,7 @@ class TrialTracker:
     """Thin wrapper around one W&B run; a disabled tracker does nothing."""
 
     def __init__(self, *, enabled: bool, project: str, group: str, name: str, config: dict[str, Any], directory: Path,
-                 mode: str | None = None, resume_id: str | None = None):
+                 mode: WandbMode | None = None, resume_id: str | None = None):
         self.run = None
         if not enabled:
             return
@@ -107,7 +111,7 @@ def read_offline_run(run_dir: Path) -> dict[str, Any]:
         return json.loads(item.value_json)
 
     for payload in _records(files[0].read_bytes()):
-        rec = pb.Record()
+        rec = pb.Record()  # type: ignore[attr-defined]  # protobuf classes are generated at import time
         try:
             rec.ParseFromString(payload)
         except Exception:  # noqa: BLE001 - a torn last record of a killed run

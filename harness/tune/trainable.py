@@ -65,7 +65,7 @@ def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run
     except BaseException:
         tracker.finish({}, failed=True)
         raise
-    final = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+    final: dict[str, float | str] = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
     if result.test_metrics:
         final.update({f"test/{k}": v for k, v in result.test_metrics.items() if isinstance(v, (int, float))})
     final.update({"final": 1, PROXY: result.metrics.get(objectives[0], math.nan), "seconds": result.seconds,
@@ -87,6 +87,7 @@ def ray_trainable(config: dict[str, Any], spec_json: str, study_dir: str, data_d
     spec = StudySpec.model_validate_json(spec_json)
     paths = StudyPaths(Path(study_dir))
     trial_id = tune.get_context().get_trial_id()
+    subsets: tuple[str, ...]
     if mode == "final":
         run = config["run"]
         pipeline, overrides = run["pipeline"], {**run["overrides"], "runtime.seed": run["seed"]}

@@ -77,8 +77,10 @@ def build_tuner(spec: StudySpec, paths: StudyPaths, *, mode: Mode, data_dir: Pat
         spec.resources.per_trial(cuda))
     return tune.Tuner(
         trainable, param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True, **(tune_config or {})),
-        run_config=tune.RunConfig(name=f"{mode}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(paths.ray.resolve()),
+        tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True,
+                                    **(tune_config or {})),
+        run_config=tune.RunConfig(name=f"{mode}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                  storage_path=str(paths.ray.resolve()),
                                   failure_config=tune.FailureConfig(max_failures=spec.max_failures), verbose=0,
                                   callbacks=[ProgressCallback(total, LABELS[mode])]))
 

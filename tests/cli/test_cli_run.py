@@ -11,7 +11,8 @@ def test_run_smoke(make_dataset, tmp_path, capsys):
     data = make_dataset(tmp_path / "ds", n=20, size=40)
     code = main(["-q", "run", "tiny-a", "--data", str(data), "--out", str(tmp_path / "run"),
                  "--set", "classifier.image_size=32", "--set", "segmenter.image_size=32",
-                 "--set", "classifier.optim.epochs=1", "--set", "segmenter.optim.epochs=1", "--set", "runtime.threads=1"])
+                 "--set", "classifier.optim.epochs=1", "--set", "segmenter.optim.epochs=1",
+                 "--set", "runtime.threads=1"])
     out = capsys.readouterr().out
     assert code == 0 and "run directory" in out
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -20,7 +20,8 @@ from harness.errors import DataError
 
 @pytest.fixture
 def index(make_dataset, tmp_path):
-    return load_index(make_dataset(tmp_path / "ds", n=9, size=[(40, 30), (64, 64), (20, 28)], modes=("L", "RGB", "RGBA", "I;16")))
+    root = make_dataset(tmp_path / "ds", n=9, size=[(40, 30), (64, 64), (20, 28)], modes=("L", "RGB", "RGBA", "I;16"))
+    return load_index(root)
 
 
 def _files(index, size):
@@ -125,7 +126,8 @@ def test_concurrent_builds_do_not_corrupt(index):
         "c = load_cache(load_index(sys.argv[1], check=False), 48); print(int(c.images.sum()))"
     )
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(index.root)], stdout=subprocess.PIPE, env=env) for _ in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(index.root)], stdout=subprocess.PIPE, env=env)
+             for _ in range(2)]
     sums = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert all(p.returncode == 0 for p in procs) and sums[0] == sums[1]
     assert str(int(load_cache(index, 48).images.sum())).encode() == sums[0]
@@ -160,8 +162,8 @@ def test_mixed_formats_and_renamed_columns_through_check_split_cache(make_datase
     from harness.data.splits import get_or_create_split
 
     rename = {"label": "diagnosis", "patient_id": "case", "image_path": "file"}
-    root = make_dataset(tmp_path / "mixed", n=18, size=[(72, 50), (40, 64), (33, 31)], modes=("RGB", "RGBA", "I;16", "L"),
-                        columns=rename, label_style="float", images_per_patient=1)
+    root = make_dataset(tmp_path / "mixed", n=18, size=[(72, 50), (40, 64), (33, 31)],
+                        modes=("RGB", "RGBA", "I;16", "L"), columns=rename, label_style="float", images_per_patient=1)
     index = load_index(root, rename)
     split = get_or_create_split(index, "default", 0.2, 0.0, 42)
     assert len(split.train) + len(split.val) == 18 and split.counts["val"]["Normal"] > 0

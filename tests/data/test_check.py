@@ -46,7 +46,8 @@ def test_valid_dataset_is_ok_with_a_summary(dataset):
     assert list(table) == ["Train", "Validation"] and list(table["Train"]) == ["Normal", "Benign", "Malignant"]
     assert sum(sum(col.values()) for col in table.values()) == 12
     text = report.format_summary()
-    for piece in ("images: 12 (Benign 4, Malignant 4, Normal 4)", "patients: 6", "lesion area", "Validation", "0 error(s)"):
+    pieces = ("images: 12 (Benign 4, Malignant 4, Normal 4)", "patients: 6", "lesion area", "Validation", "0 error(s)")
+    for piece in pieces:
         assert piece in text
 
 
@@ -95,7 +96,8 @@ def test_dataset_directory_missing(tmp_path):
 
 @pytest.mark.parametrize(
     "content,message",
-    [(None, f"{META}: not found"), (b"", f"{META}: file is empty (0 bytes)"), (b"a,b\n1,2\n", f"{META}: not an Excel .xlsx file")],
+    [(None, f"{META}: not found"), (b"", f"{META}: file is empty (0 bytes)"),
+     (b"a,b\n1,2\n", f"{META}: not an Excel .xlsx file")],
     ids=["missing", "0-bytes", "csv"],
 )
 def test_metadata_file_problems(dataset, content, message):
@@ -161,7 +163,9 @@ def test_label_name_disagreement_is_a_warning(dataset, edit_metadata):
 
 @pytest.mark.parametrize("column", ["image_path", "mask_path"])
 @pytest.mark.parametrize("value", ["../outside.png", "/etc/hostname", "images/../../outside.png", "link.png"])
-def test_paths_leaving_the_dataset_are_refused_and_never_opened(dataset, edit_metadata, write_png, monkeypatch, column, value):
+def test_paths_leaving_the_dataset_are_refused_and_never_opened(
+    dataset, edit_metadata, write_png, monkeypatch, column, value
+):
     outside = write_png(dataset.parent / "outside.png", np.zeros((48, 48), np.uint8))
     os.symlink(outside, dataset / "link.png")
     _set(edit_metadata, dataset, 3, column, value)
@@ -170,7 +174,8 @@ def test_paths_leaving_the_dataset_are_refused_and_never_opened(dataset, edit_me
     monkeypatch.setattr(io, "_read_bytes", lambda p: opened.append(os.path.realpath(p)) or real(p))
     text = _errors(dataset)
     assert f"{META} row 3 (image b001): {column}" in text and "Refused, not opened" in text
-    assert str(outside) not in opened and "/etc/hostname" not in opened and len(opened) == 2 * 11  # the refused row is skipped whole
+    assert str(outside) not in opened and "/etc/hostname" not in opened
+    assert len(opened) == 2 * 11  # the refused row is skipped whole
 
 
 # --- files ---------------------------------------------------------------------------------------
@@ -179,7 +184,8 @@ def test_paths_leaving_the_dataset_are_refused_and_never_opened(dataset, edit_me
 @pytest.mark.parametrize("which", ["images/b001.png", "masks/b001_mask.png"])
 def test_missing_file(dataset, which):
     (dataset / which).unlink()
-    assert f"{which}: no such file (row 3, image b001); fix the path in the metadata or add the file." in _errors(dataset)
+    expected = f"{which}: no such file (row 3, image b001); fix the path in the metadata or add the file."
+    assert expected in _errors(dataset)
 
 
 @pytest.mark.parametrize(
@@ -212,12 +218,14 @@ def test_normal_image_with_a_lesion(dataset, write_png):
     mask = np.zeros((48, 48), np.uint8)
     mask[10:13, 10:14] = 255
     write_png(dataset / "masks" / "n004_mask.png", mask)
-    assert "masks/n004_mask.png: Normal image has a non-empty mask (12 lesion px) (row 6, image n004)" in _errors(dataset)
+    expected = "masks/n004_mask.png: Normal image has a non-empty mask (12 lesion px) (row 6, image n004)"
+    assert expected in _errors(dataset)
 
 
 def test_lesion_image_with_empty_mask(dataset, write_png):
     write_png(dataset / "masks" / "m003_mask.png", np.zeros((48, 48), np.uint8))
-    assert "masks/m003_mask.png: Malignant image has an empty mask (row 5, image m003); draw the lesion" in _errors(dataset)
+    expected = "masks/m003_mask.png: Malignant image has an empty mask (row 5, image m003); draw the lesion"
+    assert expected in _errors(dataset)
 
 
 def test_lesion_image_without_mask_path(dataset, edit_metadata):

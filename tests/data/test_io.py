@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from harness.data import io
-from harness.data.io import FileProblem, PathEscapeError, image_size, inspect_png, read_image, read_mask, safe_join, write_mask
+from harness.data.io import (
+    FileProblem,
+    PathEscapeError,
+    image_size,
+    inspect_png,
+    read_image,
+    read_mask,
+    safe_join,
+    write_mask,
+)
 from harness.errors import DataError
 
 GRADIENT = (np.arange(40 * 30).reshape(30, 40) % 251).astype(np.uint8)
@@ -94,7 +103,8 @@ def _broken(tmp_path: Path, write_png, kind: str) -> Path:
 
 @pytest.mark.parametrize(
     "kind,reason",
-    [("empty", "empty file"), ("not-png", "not a PNG"), ("truncated", "truncated PNG"), ("bitflip", "bad CRC"), ("missing", "no such file")],
+    [("empty", "empty file"), ("not-png", "not a PNG"), ("truncated", "truncated PNG"), ("bitflip", "bad CRC"),
+     ("missing", "no such file")],
 )
 @pytest.mark.parametrize("reader", [read_image, read_mask, inspect_png])
 def test_broken_files_raise_data_error_naming_the_file(tmp_path, write_png, kind, reason, reader):
@@ -140,7 +150,8 @@ def test_symlink_escape_is_refused_and_never_opened(tmp_path, write_png, monkeyp
 
 @pytest.mark.parametrize(
     "content,message",
-    [(None, "not found"), (b"", "empty"), (b"name,label\na,1\n", "not an Excel"), (b"PK\x03\x04broken", "cannot be read")],
+    [(None, "not found"), (b"", "empty"), (b"name,label\na,1\n", "not an Excel"),
+     (b"PK\x03\x04broken", "cannot be read")],
 )
 def test_read_metadata_errors(tmp_path, content, message):
     path = tmp_path / "training_metadata.xlsx"

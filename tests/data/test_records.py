@@ -28,7 +28,8 @@ def test_load_index_of_a_valid_dataset(dataset):
 @pytest.mark.parametrize(
     "value,expected",
     [(0, 0), (2, 2), (np.int64(1), 1), (1.0, 1), ("1", 1), (" 2 ", 2), ("0.0", 0), ("benign", 0), ("MALIGNANT", 1),
-     ("Normal", 2), (3, None), (-1, None), (1.5, None), ("x", None), ("", None), (None, None), (float("nan"), None), (True, None)],
+     ("Normal", 2), (3, None), (-1, None), (1.5, None), ("x", None), ("", None), (None, None), (float("nan"), None),
+     (True, None)],
 )
 def test_parse_label(value, expected):
     assert parse_label(value) == expected

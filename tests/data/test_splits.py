@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.data.io import read_image
 from harness.data.check import load_index
+from harness.data.io import read_image
 from harness.data.splits import (
     Split,
     get_or_create_split,
@@ -29,7 +29,8 @@ def big_template(make_dataset, tmp_path_factory):
     sizes = np.random.default_rng(3).integers(1, 5, 40)
     patients = np.repeat(np.arange(40), sizes)[:90]
     labels = [int(p % 3 if p % 5 else 0) for p in patients]
-    root = make_dataset(tmp_path_factory.mktemp("big") / "big", n=len(patients), size=32, labels=labels, images_per_patient=1)
+    root = make_dataset(tmp_path_factory.mktemp("big") / "big", n=len(patients), size=32, labels=labels,
+                        images_per_patient=1)
     table = pd.read_excel(root / "training_metadata.xlsx", dtype=object)
     table["patient_id"] = [f"P{p:02d}" for p in patients]
     table.to_excel(root / "training_metadata.xlsx", index=False)
@@ -99,7 +100,8 @@ def test_table_looks_like_the_papers_table_1(big):
     assert table.loc["Benign"].sum() == big.class_counts()["Benign"]
 
 
-@pytest.mark.parametrize("val,test,msg", [(0, 0, "val must be"), (0.5, 0.45, "val \\+ test"), (0.2, -0.1, "test must be")])
+@pytest.mark.parametrize("val,test,msg",
+                         [(0, 0, "val must be"), (0.5, 0.45, "val \\+ test"), (0.2, -0.1, "test must be")])
 def test_bad_fractions(big, val, test, msg):
     with pytest.raises(DataError, match=msg):
         make_split(big, val=val, test=test)
@@ -130,7 +132,8 @@ def test_load_split_detects_changed_metadata(big, edit_metadata):
     save_split(make_split(big), big.root, "default")
     edit_metadata(big.root, lambda t: t.assign(label_name=t["label_name"].str.lower()))
     changed = load_index(big.root, check=False)
-    with pytest.raises(DataError, match=r"splits/default.json was made for another version of training_metadata.xlsx.*re-run harness data split"):
+    msg = r"splits/default.json was made for another version of training_metadata.xlsx.*re-run harness data split"
+    with pytest.raises(DataError, match=msg):
         load_split(big.root, "default", changed)
 
 

@@ -71,7 +71,7 @@ def test_masks_are_binary_empty_for_normal_and_present_for_lesions(small):
 def test_summary(small):
     out, summary = small
     assert summary.out == out
-    assert summary.counts == dict(zip(NAMES, class_counts(45, PAPER_PROPORTIONS)))
+    assert summary.counts == dict(zip(NAMES, class_counts(45, PAPER_PROPORTIONS), strict=True))
     assert summary.n_patients == pd.read_excel(out / METADATA_FILE).patient_id.nunique()
     assert summary.seconds > 0 and summary.images_per_s > 0
     with pytest.raises(AttributeError):
@@ -94,7 +94,7 @@ def test_other_sizes(tmp_path, size):
 def test_class_counts_round_and_sum(n):
     counts = class_counts(n, PAPER_PROPORTIONS)
     assert sum(counts) == n
-    for c, p in zip(counts, PAPER_PROPORTIONS):
+    for c, p in zip(counts, PAPER_PROPORTIONS, strict=True):
         assert abs(c - n * p) < 1
     assert class_counts(1503, PAPER_PROPORTIONS) == (679, 364, 460)
 
@@ -171,7 +171,7 @@ def test_shadowing_below_malignant_enhancement_below_benign(large):
     _, table, images, masks = large
     lesion = (table.label != 2).to_numpy()
     ratio = np.full(len(table), np.nan)
-    ratio[lesion] = [_posterior_ratio(i, m > 0) for i, m in zip(images[lesion], masks[lesion])]
+    ratio[lesion] = [_posterior_ratio(i, m > 0) for i, m in zip(images[lesion], masks[lesion], strict=True)]
     benign, malignant = (np.nanmedian(ratio[table.label == c]) for c in (0, 1))
     assert malignant < 1.0 < benign
     assert malignant < benign - 0.1
@@ -182,7 +182,7 @@ def test_lesions_are_hypoechoic_and_masks_sit_on_them(large):
     import cv2
 
     darker = []
-    for image, mask in zip(images[table.label != 2], masks[table.label != 2]):
+    for image, mask in zip(images[table.label != 2], masks[table.label != 2], strict=True):
         inside = mask > 0
         ring = cv2.dilate(mask, np.ones((9, 9), np.uint8)) > 0
         ring &= ~(cv2.dilate(mask, np.ones((3, 3), np.uint8)) > 0)

@@ -37,7 +37,8 @@ def test_hybrid_is_weighted_sum_of_smp_losses(mode, channels):
     target = torch.randint(0, 2 if mode == "binary" else 3, (2, 16, 16), generator=g)
     w = LossWeights(dice=0.5, focal=0.2, lovasz=0.3)
     t = target.float().unsqueeze(1) if mode == "binary" else target
-    expected = 0.5 * L.DiceLoss(mode)(logits, t) + 0.2 * L.FocalLoss(mode)(logits, t) + 0.3 * L.LovaszLoss(mode)(logits, t)
+    expected = (0.5 * L.DiceLoss(mode)(logits, t) + 0.2 * L.FocalLoss(mode)(logits, t)
+                + 0.3 * L.LovaszLoss(mode)(logits, t))
     assert torch.allclose(HybridLoss(w, mode)(logits, target), expected, atol=1e-6)
 
 

@@ -61,7 +61,7 @@ def test_pretrained_from_local_weights_dir(tmp_path, monkeypatch):
     torch.save(source.backbone.state_dict(), tmp_path / "test_efficientnet.pth")
     monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path))
     loaded = create_classifier(ClassifierConfig(backbone="test_efficientnet", pretrained=True), 3)
-    for (k, a), b in zip(source.backbone.state_dict().items(), loaded.backbone.state_dict().values()):
+    for (k, a), b in zip(source.backbone.state_dict().items(), loaded.backbone.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
 
 

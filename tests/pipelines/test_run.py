@@ -50,7 +50,7 @@ def test_run_dir_contract(runs, pipeline):
     pred = pd.read_csv(run_dir / "predictions.csv")
     assert list(pred.columns[:10]) == ["subset", "image_id", "label", "pred_label", "prob_benign", "prob_malignant",
                                        "prob_normal", "dice", "iou", "precision"]
-    for image_id, image_path in zip(pred.image_id, pred.image_path):
+    for image_id, image_path in zip(pred.image_id, pred.image_path, strict=True):
         mask = read_png(run_dir / "pred_masks" / f"{image_id}.png")
         assert mask.shape == read_png(image_path).shape[:2], "masks are written at the original size"
         assert set(np.unique(mask)) <= {0, 255}

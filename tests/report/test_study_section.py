@@ -52,10 +52,12 @@ def test_best_so_far():
 def test_importance_guards(tmp_path):
     study = optuna.create_study(direction="maximize")
     dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
-    study.add_trial(optuna.trial.create_trial(params={"x": 0.1}, distributions=dist, value=1.0, user_attrs={"pipeline": "a"}))
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.1}, distributions=dist, value=1.0,
+                                              user_attrs={"pipeline": "a"}))
     imp, why = ST.importances(study, "A")
     assert imp == {} and "at least 2" in why
-    study.add_trial(optuna.trial.create_trial(params={"x": 0.1}, distributions=dist, value=2.0, user_attrs={"pipeline": "a"}))
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.1}, distributions=dist, value=2.0,
+                                              user_attrs={"pipeline": "a"}))
     imp, why = ST.importances(study, "A")
     assert imp == {} and "more than one value" in why
 

@@ -10,9 +10,9 @@ import pytest
 from harness.data.check import check_dataset
 from harness.data.io import read_image, read_mask
 from harness.data.splits import hamming_pairs, phash
+from harness.pipelines.registry import pipeline_names
 from harness.testing.datasets import make_dataset
 from harness.testing.images import ellipse_mask, ultrasound_image, write_png
-from harness.pipelines.registry import pipeline_names
 from harness.testing.runs import classifier_stage, make_run, stages
 
 

@@ -27,7 +27,8 @@ FAST = {"classifier.image_size": 32, "segmenter.image_size": 32, "classifier.opt
         "segmenter.optim.epochs": 2, "classifier.optim.batch_size": 8, "segmenter.optim.batch_size": 8,
         "roi.lesion_min_pixels": 2, "eval.batch_size": 32}
 EVAL_ONLY = {"params": {"eval.tta": {"type": "categorical", "choices": [True, False]},
-                        "roi.margin": {"type": "float", "low": 0.0, "high": 0.4, "step": 0.2, "when": {"pipeline": ["b"]}}}}
+                        "roi.margin": {"type": "float", "low": 0.0, "high": 0.4, "step": 0.2,
+                                       "when": {"pipeline": ["b"]}}}}
 
 
 def fast_spec(**fields) -> StudySpec:
@@ -163,7 +164,8 @@ def test_fractional_gpus_run_four_trials_at_once():
             time.sleep(2.0)
             tune.report({"start": start, "end": time.time(), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", "")})
 
-        grid = tune.Tuner(tune.with_resources(trainable, resources), param_space={"i": tune.grid_search(list(range(4)))},
+        grid = tune.Tuner(tune.with_resources(trainable, resources),
+                          param_space={"i": tune.grid_search(list(range(4)))},
                           tune_config=tune.TuneConfig(), run_config=tune.RunConfig(verbose=0)).fit()
         rows = [r.metrics for r in grid]
         latest_start = max(r["start"] for r in rows)
@@ -224,8 +226,8 @@ def test_killed_driver_resumes_to_the_requested_count_without_duplicates(data, t
     spec_path.write_text(yaml.safe_dump(json.loads(spec.model_dump_json())))
     out = tmp_path / "out"
     env = {**os.environ, "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "-m", "harness", "-q", "study", "run", str(spec_path), "--data", str(data), "--out", str(out),
-           "--no-report"]
+    cmd = [sys.executable, "-m", "harness", "-q", "study", "run", str(spec_path), "--data", str(data),
+           "--out", str(out), "--no-report"]
     log = tmp_path / "driver.log"
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.time() + 300

@@ -5,8 +5,15 @@ import math
 import optuna
 import pytest
 
-from harness.tune.space import (SearchSpace, grid_points, grid_size, normalise_raw, simplex_weights, suggest,
-                                to_wandb_parameters)
+from harness.tune.space import (
+    SearchSpace,
+    grid_points,
+    grid_size,
+    normalise_raw,
+    simplex_weights,
+    suggest,
+    to_wandb_parameters,
+)
 
 SPACE = SearchSpace.model_validate({
     "params": {
