@@ -2,18 +2,20 @@
 
 import pytest
 
-from harness.config import RunConfig, load_run_config, preset_names
+from harness.config import RunConfig, bundled_presets, load_run_config, preset_names
 from harness.errors import ConfigError
 
 
-@pytest.mark.parametrize("name", preset_names())
+@pytest.mark.parametrize("name", bundled_presets())
 def test_every_preset_validates(name):
+    from harness.pipelines.registry import registered_presets
+
     cfg = load_run_config(name)
-    assert cfg.name == name and cfg.pipeline == name[-1]
+    assert cfg.name == name and cfg.pipeline == registered_presets()[name][0] == name[-1]
 
 
 def test_presets_present():
-    assert {"paper-a", "paper-b", "tiny-a", "tiny-b"} <= set(preset_names())
+    assert {"paper-a", "paper-b", "paper-c", "tiny-a", "tiny-b", "tiny-c"} <= set(preset_names())
 
 
 def test_defaults_are_the_papers_values():

@@ -103,7 +103,8 @@ def fit(
         optimizer, mode="max", factor=optim.plateau_factor, patience=optim.plateau_patience, min_lr=optim.min_lr
     )
     scaler = torch.amp.GradScaler(info.device.type, enabled=info.amp and info.amp_dtype == torch.float16)
-    state = {"epoch": 0, "best_metric": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "seconds": 0.0}
+    state: dict[str, Any] = {"epoch": 0, "best_metric": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [],
+                             "seconds": 0.0}
     if last_path.exists():
         saved = torch.load(last_path, map_location=info.device, weights_only=True)
         model.load_state_dict(saved["model"])

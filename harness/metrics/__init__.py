@@ -14,8 +14,17 @@ import pandas as pd
 from harness.metrics import catalog, paired  # noqa: F401  (declares the registered metrics and tests)
 from harness.metrics.catalog import PROB_COLUMNS
 from harness.metrics.end_to_end import is_lesion
-from harness.metrics.registry import (Metric, Sample, compute_metrics, get_metric, list_metrics, metric,
-                                      metric_direction, register, unregister)
+from harness.metrics.registry import (
+    Metric,
+    Sample,
+    compute_metrics,
+    get_metric,
+    list_metrics,
+    metric,
+    metric_direction,
+    register,
+    unregister,
+)
 from harness.metrics.segmentation import dice_by_size, per_image, summarize
 
 __all__ = ["run_metrics", "per_image", "PROB_COLUMNS", "REQUIRED_COLUMNS", "Metric", "Sample", "metric", "register",
@@ -40,7 +49,8 @@ def _descriptive(pred: pd.DataFrame, lesion: np.ndarray) -> dict[str, float]:
     out = {f"dice_{k}": float(s[k]) for k in ("std", "min", "max")}
     if "gt_pixels" in pred.columns and "dice" in pred.columns and lesion.any():
         by_size = dice_by_size(dice[lesion], pred["gt_pixels"].to_numpy(dtype=float)[lesion])
-        out.update({f"dice_{q.lower()}_mean": float(m) for q, m in zip(by_size["quartile"], by_size["dice_mean"])})
+        quartiles = zip(by_size["quartile"], by_size["dice_mean"], strict=True)
+        out.update({f"dice_{q.lower()}_mean": float(m) for q, m in quartiles})
     else:
         out.update({f"dice_q{k}_mean": nan for k in range(1, 5)})
     out["n_images"] = float(len(pred))

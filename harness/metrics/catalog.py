@@ -8,12 +8,14 @@ per-image columns) and returns ``B`` values; the formulas live in :mod:`.classif
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from harness import CLASS_NAMES
 from harness.metrics import end_to_end as E
 from harness.metrics.classification import average_precision, from_confusion, per_class, roc_auc
-from harness.metrics.registry import Metric, Sample, register
+from harness.metrics.registry import Direction, Metric, Sample, register
 from harness.metrics.segmentation import DICE_THRESHOLDS, masked_fraction, masked_mean, masked_median
 
 CLF = "Classification performance"
@@ -33,7 +35,7 @@ def _confusion_metric(key: str):
     return fn
 
 
-_CLASSIFICATION = (
+_CLASSIFICATION: tuple[tuple[str, str, tuple[str, int, float, float, str] | None, dict[str, Any]], ...] = (
     # key, name, Table 9 (section, order, paper A, paper B, test), extra fields
     ("accuracy", "Accuracy", None, {}),
     ("balanced_accuracy", "Balanced Accuracy", (CLF, 1, 0.8439, 0.8040, "mcnemar_correct"), {}),
@@ -106,7 +108,7 @@ for _c, _cls in enumerate(CLASS_NAMES):
 # Segmentation of lesion images (true Benign/Malignant; a missed lesion has Dice 0), NaN values ignored
 
 _LESION_NAN = "NaN without lesion images (NaN per-image values are ignored)"
-_DICE_T9 = {"section": SEG, "test": "wilcoxon_dice"}
+DICE_TEST = "wilcoxon_dice"
 
 
 def _lesion_summary(column: str, reduce):
@@ -117,9 +119,9 @@ def _lesion_summary(column: str, reduce):
 
 
 register(Metric("dice_mean", "Mean Dice", _lesion_summary("dice", masked_mean), needs=("label", "dice"),
-                order=4, paper={"a": 0.7537, "b": 0.8249}, nan_policy=_LESION_NAN, **_DICE_T9))
+                order=4, paper={"a": 0.7537, "b": 0.8249}, nan_policy=_LESION_NAN, section=SEG, test=DICE_TEST))
 register(Metric("dice_median", "Median Dice", _lesion_summary("dice", masked_median), needs=("label", "dice"),
-                order=5, paper={"a": 0.9047, "b": 0.9324}, nan_policy=_LESION_NAN, **_DICE_T9))
+                order=5, paper={"a": 0.9047, "b": 0.9324}, nan_policy=_LESION_NAN, section=SEG, test=DICE_TEST))
 
 
 def _dice_at_least(t: float):
@@ -133,9 +135,10 @@ def _dice_at_least(t: float):
 _PAPER_DICE_GE = {0.7: {"a": 0.837, "b": 0.837}, 0.8: {"a": 0.78, "b": 0.814}, 0.9: {"a": 0.526, "b": 0.658}}
 for _k, _t in enumerate(DICE_THRESHOLDS):
     register(Metric(f"dice_ge_{_t:g}", f"Dice >= {_t:g}", _dice_at_least(_t), needs=("label", "dice"),
-                    order=6 + _k, percent=True, paper=_PAPER_DICE_GE.get(_t, {}), nan_policy=_LESION_NAN, **_DICE_T9))
+                    order=6 + _k, percent=True, paper=_PAPER_DICE_GE.get(_t, {}), nan_policy=_LESION_NAN, section=SEG,
+                    test=DICE_TEST))
 
-_SEG_COLUMNS = (  # per-image column, key prefix, display name, direction, bounds
+_SEG_COLUMNS: tuple[tuple[str, str, str, Direction, tuple[float, float]], ...] = (  # column, prefix, name, dir, bounds
     ("iou", "iou", "IoU", "max", (0.0, 1.0)),
     ("precision", "seg_precision", "Pixel Precision", "max", (0.0, 1.0)),
     ("recall", "seg_recall", "Pixel Recall", "max", (0.0, 1.0)),
@@ -153,24 +156,25 @@ for _col, _prefix, _name, _dir, _bounds in _SEG_COLUMNS:
 
 
 def dice_all_mean(s: Sample) -> np.ndarray:
-    return E.dice_all(s["dice"])
+    return np.asarray(E.dice_all(s["dice"]))
 
 
 def dice_conditional_mean(s: Sample) -> np.ndarray:
-    return E.dice_conditional(s["dice"], s["label"], s["pred_label"])
+    return np.asarray(E.dice_conditional(s["dice"], s["label"], s["pred_label"]))
 
 
 def missed_lesion_rate(s: Sample) -> np.ndarray:
-    return E.missed_lesion_rate(s["label"], s["pred_pixels"])
+    return np.asarray(E.missed_lesion_rate(s["label"], s["pred_pixels"]))
 
 
 def false_lesion_rate(s: Sample) -> np.ndarray:
-    return E.false_lesion_rate(s["label"], s["pred_pixels"])
+    return np.asarray(E.false_lesion_rate(s["label"], s["pred_pixels"]))
 
 
 register(Metric("dice_all_mean", "Mean Dice (all images)", dice_all_mean, needs=("dice",),
                 nan_policy="NaN only when every per-image Dice is NaN"))
-register(Metric("dice_conditional_mean", "Conditional Dice", dice_conditional_mean, needs=("label", "pred_label", "dice"),
+register(Metric("dice_conditional_mean", "Conditional Dice", dice_conditional_mean,
+                needs=("label", "pred_label", "dice"),
                 nan_policy="NaN without a correctly classified lesion image"))
 register(Metric("missed_lesion_rate", "Missed Lesion Rate", missed_lesion_rate, needs=("label", "pred_pixels"),
                 direction="min", nan_policy="NaN without lesion images"))

@@ -221,12 +221,14 @@ def pr_curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.r_[recall[::-1], 0.0], np.r_[precision[::-1], 1.0]
 
 
-def one_vs_rest_scores(y_true: np.ndarray, probs: np.ndarray, class_names: tuple[str, ...] = CLASS_NAMES) -> dict[str, float]:
+def one_vs_rest_scores(y_true: np.ndarray, probs: np.ndarray,
+                       class_names: tuple[str, ...] = CLASS_NAMES) -> dict[str, float]:
     """``auc_<class>`` and ``ap_<class>`` for each class from an ``N x K`` probability matrix."""
     y_true = np.asarray(y_true)
     probs = np.asarray(probs, dtype=float)
     if probs.ndim != 2 or probs.shape != (y_true.size, len(class_names)):
-        raise ValueError(f"probs must be N x {len(class_names)} = {(y_true.size, len(class_names))}, but got {probs.shape}")
+        raise ValueError(f"probs must be N x {len(class_names)} = {(y_true.size, len(class_names))}, "
+                         f"but got {probs.shape}")
     out: dict[str, float] = {}
     for c, name in enumerate(class_names):
         out[f"auc_{name.lower()}"] = roc_auc(y_true == c, probs[:, c])

@@ -105,7 +105,8 @@ def error_propagation_table(
         rows.append({
             "attribution": name,
             "classification": "wrong" if name in ("classification", "both") else "right",
-            "segmentation": f"bad (Dice < {good_dice:g})" if name in ("segmentation", "both") else f"good (Dice >= {good_dice:g})",
+            "segmentation": (f"bad (Dice < {good_dice:g})" if name in ("segmentation", "both")
+                             else f"good (Dice >= {good_dice:g})"),
             "n": int(sel.sum()),
             "fraction": float(sel.mean()) if sel.size else float("nan"),
             "dice_mean": float(masked_mean(d, sel)),
@@ -118,8 +119,8 @@ def end_to_end_metrics(
 ) -> dict[str, float]:
     """Section 5.3 numbers as a flat dict of python floats."""
     return {
-        "dice_all_mean": dice_all(dice),
-        "dice_conditional_mean": dice_conditional(dice, labels, pred_labels),
-        "missed_lesion_rate": missed_lesion_rate(labels, pred_pixels),
-        "false_lesion_rate": false_lesion_rate(labels, pred_pixels),
+        "dice_all_mean": float(dice_all(dice)),
+        "dice_conditional_mean": float(dice_conditional(dice, labels, pred_labels)),
+        "missed_lesion_rate": float(missed_lesion_rate(labels, pred_pixels)),
+        "false_lesion_rate": float(false_lesion_rate(labels, pred_pixels)),
     }

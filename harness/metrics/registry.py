@@ -215,7 +215,7 @@ def list_metrics(table9: bool | None = None, pattern: str = "*") -> list[Metric]
     if table9 is None:
         return found
     found = [m for m in found if m.in_table9 == table9]
-    return sorted(found, key=lambda m: m.order) if table9 else found
+    return sorted(found, key=lambda m: m.order or 0) if table9 else found
 
 
 def metric_direction(key: str) -> Direction:

@@ -33,6 +33,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from scipy.ndimage import binary_erosion, distance_transform_edt
 
 SEG_METRICS: tuple[str, ...] = ("dice", "iou", "precision", "recall", "specificity", "hd95")
@@ -81,7 +82,7 @@ def hausdorff(pred: np.ndarray, gt: np.ndarray, percentile: float = 95.0) -> flo
     return float(max(np.percentile(d_pred_to_gt, percentile), np.percentile(d_gt_to_pred, percentile)))
 
 
-def dice_from_counts(intersection: np.ndarray, pred_pixels: np.ndarray, gt_pixels: np.ndarray) -> np.ndarray:
+def dice_from_counts(intersection: ArrayLike, pred_pixels: ArrayLike, gt_pixels: ArrayLike) -> np.ndarray:
     """Per-image Dice 2|P∩G| / (|P|+|G|) from pixel counts (arrays of any shape); both masks empty
     counts 1 (a correct empty mask), one empty 0. Shared by :func:`per_image` and the training
     loop's validation Dice, so both follow the same empty-mask convention."""

@@ -79,7 +79,8 @@ def bootstrap_replicates(
 # Across seeds
 
 
-def across_seeds(values: np.ndarray, level: float = 0.95, bounds: tuple[float, float] | None = None) -> dict[str, float]:
+def across_seeds(values: np.ndarray, level: float = 0.95,
+                 bounds: tuple[float, float] | None = None) -> dict[str, float]:
     """Mean, std (ddof=1) and t-based CI of the mean of one metric over runs/seeds (NaN ignored).
 
     With one run the std and CI are NaN: one seed says nothing about seed variance. ``bounds`` clips

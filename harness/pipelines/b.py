@@ -32,7 +32,8 @@ def lesion_pixel_threshold(cfg: RunConfig) -> int:
 def lesion_score(pixels: np.ndarray, threshold: int) -> np.ndarray:
     """Image-level lesion probability that follows B's area rule, so argmax of the three
     probabilities is B's label: monotone in the predicted lesion area, <= 0.45 at or below the pixel
-    threshold (Normal wins, even against a certain B-vs-M call) and > 2/3 above it (then max(P(B), P(M)) = score * max(bm) > 1 - score,
+    threshold (Normal wins, even against a certain B-vs-M call) and > 2/3 above it (then
+    max(P(B), P(M)) = score * max(bm) > 1 - score,
     since the B-vs-M classifier's larger probability is >= 0.5)."""
     pixels = np.asarray(pixels, dtype=float)
     t = max(float(threshold), 1.0)

@@ -153,7 +153,7 @@ def table9_latex(table: pd.DataFrame, cap: str = "") -> str:
             if section is not None:
                 lines.append(r"\addlinespace")
             section = row.section
-            lines.append(rf"\multicolumn{{{n_cols}}}{{l}}{{\textit{{" + tex_escape(section) + r"}} \\")
+            lines.append(rf"\multicolumn{{{n_cols}}}{{l}}{{\textit{{" + tex_escape(section or "") + r"}} \\")
         cells = []
         for p in labels:
             v, ci = value_and_ci(rec, p, row.percent)

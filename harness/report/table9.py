@@ -125,7 +125,8 @@ def pair_runs(a: list[RunData], b: list[RunData]) -> tuple[list[RunData], list[R
         return a, b
     dropped = [r.name for r in a + b if r.seed not in common]
     if dropped:
-        logger.info("paired tests use seeds %s only; not paired: %s", sorted(common), ", ".join(dropped))
+        logger.info("paired tests use seeds %s only; not paired: %s", sorted(c for c in common if c is not None),
+                    ", ".join(dropped))
     return [r for r in a if r.seed in common], [r for r in b if r.seed in common]
 
 
@@ -219,7 +220,7 @@ def build_table9(
             rec[f"paper_{p}"] = m.paper.get(p.lower(), float("nan"))
         found = [by_test.get((m.test, f"{a} vs {b}")) for a, b in pairs]
         rec["test"] = next((t["test"] for t in found if t is not None), "")
-        for pair, t in zip(pairs, found):
+        for pair, t in zip(pairs, found, strict=True):
             raw, adj = p_columns(pair, len(pairs))
             rec[raw], rec[adj] = (float("nan"), float("nan")) if t is None else (t["p_value"], t["p_holm"])
         records.append(rec)

@@ -14,6 +14,7 @@ from harness.errors import ConfigError, did_you_mean
 from harness.pipelines.registry import get_pipeline, pipeline_names
 from harness.tune.space import SearchSpace, grid, grid_size
 
+
 class Objective(Strict):
     metric: str = "balanced_accuracy"
     direction: Literal["maximize", "minimize"] | None = None

@@ -18,7 +18,16 @@ from sklearn.metrics import balanced_accuracy_score
 
 from harness import CLASS_NAMES
 from harness.errors import ConfigError
-from harness.metrics import Metric, Sample, get_metric, list_metrics, metric_direction, register, run_metrics, unregister
+from harness.metrics import (
+    Metric,
+    Sample,
+    get_metric,
+    list_metrics,
+    metric_direction,
+    register,
+    run_metrics,
+    unregister,
+)
 from harness.metrics.paired import get_paired_test
 from harness.metrics.segmentation import per_image
 
@@ -201,7 +210,8 @@ def test_decorator_form_registers_the_function():
         return np.full(s.n_resamples, float(s.n))
 
     try:
-        assert get_metric("toy_n_images").fn is toy_n_images and run_metrics(random_predictions(n=7))["toy_n_images"] == 7
+        assert get_metric("toy_n_images").fn is toy_n_images
+        assert run_metrics(random_predictions(n=7))["toy_n_images"] == 7
         assert not get_metric("toy_n_images").in_table9
     finally:
         unregister("toy_n_images")

@@ -32,7 +32,8 @@ def test_attribution_per_image_and_table():
     assert per["index"].tolist() == [0, 1, 2, 3]
     assert per["attribution"].tolist() == ["none", "classification", "segmentation", "both"]
     table = E.error_propagation_table(LABELS, PRED, DICE)
-    assert table.set_index("attribution")["n"].to_dict() == {"none": 1, "classification": 1, "segmentation": 1, "both": 1}
+    counts = table.set_index("attribution")["n"].to_dict()
+    assert counts == {"none": 1, "classification": 1, "segmentation": 1, "both": 1}
     assert table["fraction"].sum() == pytest.approx(1.0)
     assert table.set_index("attribution").loc["classification", "dice_mean"] == pytest.approx(0.8)
 

@@ -10,13 +10,13 @@ import pytest
 
 from harness.metrics import run_metrics
 
-REQUIRED_KEYS = (
-    "accuracy balanced_accuracy macro_precision macro_recall macro_f1 weighted_f1 cohen_kappa mcc "
-    "malignant_sensitivity malignant_specificity benign_specificity malignant_ppv auc_benign auc_malignant "
-    "auc_normal ap_benign ap_malignant ap_normal dice_mean dice_median dice_std dice_ge_0.7 dice_ge_0.8 "
-    "dice_ge_0.9 iou_mean dice_all_mean dice_conditional_mean missed_lesion_rate false_lesion_rate "
-    "n_images n_lesion_images"
-).split()
+REQUIRED_KEYS = [
+    "accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1", "cohen_kappa",
+    "mcc", "malignant_sensitivity", "malignant_specificity", "benign_specificity", "malignant_ppv", "auc_benign",
+    "auc_malignant", "auc_normal", "ap_benign", "ap_malignant", "ap_normal", "dice_mean", "dice_median",
+    "dice_std", "dice_ge_0.7", "dice_ge_0.8", "dice_ge_0.9", "iou_mean", "dice_all_mean", "dice_conditional_mean",
+    "missed_lesion_rate", "false_lesion_rate", "n_images", "n_lesion_images",
+]
 
 
 def _table(n=40, seed=0):

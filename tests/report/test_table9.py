@@ -120,7 +120,7 @@ def test_holm_over_pairs_per_row(three):
     from harness.metrics.stats import holm
 
     table, tests = three
-    for scope, sub in tests.groupby("scope"):
+    for _scope, sub in tests.groupby("scope"):
         assert sub["p_holm"].to_numpy() == pytest.approx(holm(sub["p_value"].to_numpy()))
     t = table.set_index("metric")
     w = tests[tests["test"].str.startswith("Wilcoxon")].set_index("pair")
