@@ -151,6 +151,17 @@ def pipeline_names() -> list[str]:
     return builtin + [n for n in _SPECS if n not in builtin]
 
 
+def require_registered(names: list[str]) -> list[str]:
+    """``names`` unchanged when every one is registered; else ValueError naming the unknown ones (for
+    pydantic validators of ``pipelines`` fields)."""
+    known = pipeline_names()
+    unknown = [p for p in names if p not in known]
+    if unknown:
+        raise ValueError(f"unknown pipeline(s) {unknown}; registered: {', '.join(known)}."
+                         + did_you_mean(str(unknown[0]), known))
+    return names
+
+
 def get_pipeline(name: str, field_name: str = "pipeline") -> PipelineSpec:
     """The spec of ``name``; an unknown name fails with the known ones and "did you mean"."""
     _ensure_builtins()

@@ -22,7 +22,6 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from harness.config import Strict
-from harness.errors import did_you_mean
 
 PIPELINE_PARAM = "pipeline"
 
@@ -33,14 +32,9 @@ class When(Strict):
     @field_validator("pipeline")
     @classmethod
     def _registered(cls, value: list[str]) -> list[str]:
-        from harness.pipelines.registry import pipeline_names
+        from harness.pipelines.registry import require_registered
 
-        names = pipeline_names()
-        unknown = [p for p in value if p not in names]
-        if unknown:
-            raise ValueError(f"unknown pipeline(s) {unknown}; registered: {', '.join(names)}."
-                             + did_you_mean(unknown[0], names))
-        return value
+        return require_registered(value)
 
 
 class _Param(Strict):

@@ -11,7 +11,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from harness.config import RunConfig, Strict, apply_overrides, format_validation_error, resolve_config_source
 from harness.errors import ConfigError, did_you_mean
-from harness.pipelines.registry import get_pipeline, pipeline_names
+from harness.pipelines.registry import get_pipeline, pipeline_names, require_registered
 from harness.tune.space import SearchSpace, grid, grid_size
 
 
@@ -110,11 +110,7 @@ class StudySpec(Strict):
     @field_validator("pipelines")
     @classmethod
     def _registered(cls, value: list[str]) -> list[str]:
-        names = pipeline_names()
-        unknown = [p for p in value if p not in names]
-        if unknown:
-            raise ValueError(f"unknown pipeline(s) {unknown}; registered: {', '.join(names)}."
-                             + did_you_mean(unknown[0], names))
+        require_registered(value)
         if len(set(value)) != len(value):
             raise ValueError(f"pipelines repeat: {value}")
         return value
