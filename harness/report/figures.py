@@ -214,7 +214,8 @@ def comparison_figure(table9: pd.DataFrame) -> Figure:
                   rotation=25, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("value")
-    ax.legend(ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    if labels:
+        ax.legend(ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout()
     return fig
 

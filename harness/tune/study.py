@@ -55,8 +55,21 @@ class ResourceSpec(Strict):
 
 
 class FinalSpec(Strict):
+    """What runs after the search, on the held-out test subset.
+
+    ``mode: best`` re-runs each pipeline's best configuration with every seed (Table 9);
+    ``mode: levels`` runs every level of every ablation axis at the reference configuration
+    (harness.tune.levels) and the report adds the ablation table.
+    """
+
     enabled: bool = True
     seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    mode: Literal["best", "levels"] = "best"
+    reference: dict[str, Any] = Field(
+        default_factory=dict, description="dotted fields of the reference configuration (default: the base preset)")
+    reference_pipeline: str | None = Field(None, description="reference level of the pipeline axis (default: first)")
+    levels: dict[str, list[Any]] = Field(
+        default_factory=dict, description="axis -> levels, instead of the search space's grid")
 
 
 class StudyData(Strict):
