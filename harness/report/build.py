@@ -13,11 +13,14 @@ import pandas as pd
 from harness import __version__
 from harness.report import details
 from harness.report import sections as S
+from harness.report.ablation import Ablation, compute_ablation
+from harness.report.ablation_files import write_ablation
 from harness.report.export import caption, write_table9
 from harness.report.gradcam import ClassifierProvider, default_provider
 from harness.report.html import page
 from harness.report.loader import RunData, Sources, group_by_pipeline, load_sources
 from harness.report.table9 import build_table9
+from harness.tune.levels import REFERENCE, read_plan
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ class ReportData:
     sheets: dict[str, pd.DataFrame]
     caption: str
     subset: str
+    ablation: Ablation | None = None
 
 
 @dataclass
@@ -44,8 +48,14 @@ class ReportResult:
 
 
 def compute(sources: Sources, n_boot: int = 1000, seed: int = 0, good_dice: float = 0.5) -> ReportData:
-    """Table 9, paired tests and detail tables (no I/O)."""
-    groups = group_by_pipeline(sources.runs, sources.order)
+    """Table 9, paired tests, detail tables and (a ``levels`` study) the ablation table (no I/O)."""
+    ablation, runs = None, sources.runs
+    plan = read_plan(sources.study_dir / "final") if sources.study_dir and sources.origin == "final" else None
+    if plan:  # an ablation study: Table 9 compares the pipelines at their reference configuration
+        ablation = compute_ablation(sources.runs, plan, n_boot=n_boot, seed=seed)
+        reference = {r["dir"] for r in plan["runs"] if r["variant"] == REFERENCE}
+        runs = [r for r in sources.runs if r.path.name in reference]
+    groups = group_by_pipeline(runs, sources.order)
     table, tests = build_table9(groups, n_boot=n_boot, seed=seed)
     sheets = {
         "Per-class": details.per_class(groups),
@@ -57,7 +67,8 @@ def compute(sources: Sources, n_boot: int = 1000, seed: int = 0, good_dice: floa
     }
     subset = sources.runs[0].subset if sources.runs else "val"
     n_images = {p: len(runs[0].predictions) for p, runs in groups.items() if runs}
-    return ReportData(sources, groups, table, tests, sheets, caption(table, subset, n_images, n_boot), subset)
+    return ReportData(sources, groups, table, tests, sheets, caption(table, subset, n_images, n_boot), subset,
+                      ablation)
 
 
 def page_title(groups: dict[str, list[RunData]]) -> str:
@@ -90,6 +101,8 @@ def build_report(paths: list[Path], out_dir: Path | None = None, n_boot: int = 1
     data = compute(sources, n_boot=n_boot, seed=seed, good_dice=good_dice)
     result = ReportResult(out_dir=out_dir)
     result.files += write_table9(out_dir, data.table9, data.tests, data.sheets, data.caption)
+    if data.ablation is not None:
+        result.files += write_ablation(out_dir, data.ablation)
     logger.info("Table 9 written (%.1f s); drawing figures", time.perf_counter() - t0)
     if gradcam and provider is None:
         provider = default_provider()
@@ -105,7 +118,10 @@ def write_html(out_dir: Path, data: ReportData, result: ReportResult, provider: 
     fig_dir.mkdir(parents=True, exist_ok=True)
     for old in fig_dir.glob("*.png"):  # figures of an earlier report must not linger
         old.unlink()
-    sections = [S.table9_section(data, fig_dir), S.classification_section(data, fig_dir),
+    sections = [S.table9_section(data, fig_dir)]
+    if data.ablation is not None:
+        sections.append(S.ablation_section(data.ablation, fig_dir))
+    sections += [S.classification_section(data, fig_dir),
                 S.segmentation_section(data, fig_dir), S.end_to_end_section(data, fig_dir),
                 S.training_section(data, fig_dir)]
     cam, notes = S.gradcam_section(data, fig_dir, provider, gradcam)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from harness.report import figures as F
 from harness.report.details import pooled
-from harness.report.html import Section, figure, paragraph, table, table9_html
+from harness.report.html import Section, esc, figure, paragraph, table, table9_html
 from harness.report.overlays import overlay_figure
 
 logger = logging.getLogger(__name__)
@@ -225,3 +225,28 @@ def study_section(study_dir: Path, fig_dir: Path) -> tuple[Section, list[str]]:
             s.blocks.append(paragraph(note))
         notes += summ.notes
     return s, notes
+
+
+def ablation_section(ab, fig_dir: Path) -> Section:
+    """Per axis: metric against level (figure) and the table of every level; interactions as heatmaps."""
+    from harness.report.ablation_figures import axis_figure, interaction_figure
+    from harness.report.ablation_files import axis_blocks, caption, wide
+
+    s = Section("ablations", "Ablations")
+    if ab.empty:
+        s.blocks.append(paragraph("No ablation runs finished."))
+        return s
+    s.blocks.append(paragraph("Every level of every axis re-run with the study's final seeds at the reference "
+                              "configuration (the other fields as the base preset) and evaluated on the held-out test "
+                              "subset; files: ablation.csv (long), ablation.xlsx, ablation.md, ablation.tex."))
+    for k, (p, a, block) in enumerate(axis_blocks(ab)):
+        s.blocks.append(f"<h3>{esc(a)} — {'all pipelines' if p == 'all' else 'pipeline ' + esc(p)}</h3>")
+        s.blocks.append(figure(_save(axis_figure(block), fig_dir, f"ablation_{k + 1}_{slug(p)}_{slug(a)}"),
+                               caption(p, a, block) + " Red star: the reference level."))
+        s.blocks.append(table(wide(block), {"runs": "0"}, "Each cell: mean [95% interval] / Δ to the reference, "
+                                                          "Holm-corrected p."))
+    for k, inter in enumerate(ab.interactions):
+        s.blocks.append("<h3>Interaction</h3>")
+        s.blocks.append(figure(_save(interaction_figure(inter), fig_dir, f"ablation_interaction_{k + 1}"),
+                               "Mean over seeds in every cell of the two axes (main-axis cells: the one-axis runs)."))
+    return s

@@ -70,18 +70,29 @@ def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None,
                          epoch_hooks=epoch_hooks).fit()
         study = optuna.load_study(study_name=spec.name, storage=storage)
         best = best_trials(study, spec)
-        runs = final_runs(spec, best) if (spec.final.enabled if final is None else final) else []
+        runs = final_runs(spec, best, paths.final) if (spec.final.enabled if final is None else final) else []
         if runs:
             final_tuner(spec, paths, runs, data_dir=data_root, cuda=cuda, epoch_hooks=epoch_hooks).fit()
         return {"study": spec.name, "storage": url, "finished": count_finished(study),
                 "seconds": time.perf_counter() - t0,
                 "best": {p: {"number": t.number, "values": t.values, "overrides": t.user_attrs.get("overrides")}
                          for p, t in best.items()},
-                "final": [str(paths.final_run(r["pipeline"], r["seed"])) for r in runs]}
+                "final": [str(paths.final / r["dir"] if r.get("dir") else paths.final_run(r["pipeline"], r["seed"]))
+                          for r in runs]}
 
 
-def final_runs(spec: StudySpec, best: dict[str, FrozenTrial]) -> list[dict[str, Any]]:
-    """One run per (pipeline, seed): each pipeline's best overrides re-run with every final seed."""
+def final_runs(spec: StudySpec, best: dict[str, FrozenTrial], final_dir: Path | None = None) -> list[dict[str, Any]]:
+    """``final.mode: best``: one run per (pipeline, seed), each pipeline's best overrides with every
+    final seed. ``levels``: the ablation plan (every level of every axis at the reference config),
+    also written to ``final_dir/plan.json`` for the report."""
+    if spec.final.mode == "levels":
+        from harness.tune.levels import plan, write_plan
+
+        planned = plan(spec)
+        if final_dir is not None:
+            write_plan(planned, final_dir, spec)
+        return [{"pipeline": r.pipeline, "overrides": r.overrides, "seed": r.seed, "dir": r.dir_name}
+                for r in planned]
     return [{"pipeline": p, "overrides": t.user_attrs.get("overrides", {}), "seed": s}
             for p, t in sorted(best.items()) for s in spec.final.seeds]
 

@@ -91,7 +91,8 @@ def ray_trainable(config: dict[str, Any], spec_json: str, study_dir: str, data_d
     if mode == "final":
         run = config["run"]
         pipeline, overrides = run["pipeline"], {**run["overrides"], "runtime.seed": run["seed"]}
-        run_dir, subsets = paths.final_run(pipeline, run["seed"]), ("val", "test")
+        run_dir = paths.final / run["dir"] if run.get("dir") else paths.final_run(pipeline, run["seed"])
+        subsets = ("val", "test")
         name, report = run_dir.name, None
     else:
         pipeline, overrides = config["_pipeline"], config["_overrides"]
