@@ -103,6 +103,9 @@ def _report(study_dir: Path) -> None:
 
     result = build_report([study_dir])
     print(f"report: {result.out_dir / 'index.html'} ({result.seconds:.0f}s)")
+    ablation = result.out_dir / "ablation.md"
+    if ablation.exists():
+        print(f"ablation table: {ablation} (also .csv, .xlsx, .tex); rebuild it with `harness report {study_dir}`")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -34,9 +34,8 @@ def cell_text(row: pd.Series, with_delta: bool = True) -> tuple[str, str]:
     value = f"{fmt(row['mean'], pct)} [{fmt(row['ci_low'], pct)}, {fmt(row['ci_high'], pct)}]"
     if row["reference"] or not with_delta:
         return value, "reference" if row["reference"] else ""
-    delta = 100 * row["delta"] if pct else row["delta"]
-    unit = " pp" if pct else ""
-    return value, f"Δ {delta:+.3f}{unit}, p {fmt_p(row['p_value'])}"
+    delta = f"{100 * row['delta']:+.1f} pp" if pct else f"{row['delta']:+.3f}"
+    return value, f"Δ {delta}, p {fmt_p(row['p_value'])}"
 
 
 def wide(block: pd.DataFrame) -> pd.DataFrame:
