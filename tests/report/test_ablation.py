@@ -81,3 +81,30 @@ def test_ablation_files_and_report_section(study, tmp_path):
     assert "(ref.)" in paths[2].read_text()
     (p, a, block), = axis_blocks(ab)
     assert save(axis_figure(block), tmp_path / "fig.png").stat().st_size > 1000
+
+
+def test_two_axes_give_an_interaction_table_and_the_pipeline_axis(tmp_path):
+    from harness.report.ablation_figures import interaction_figure
+    from harness.report.ablation_files import ablation_markdown
+    from harness.report.figures import save
+
+    s = spec(pipelines=["a", "b"], base={"a": "tiny-a", "b": "tiny-b"}, search_space={"params": {
+        "classifier.augment.vflip": {"type": "categorical", "choices": [True, False]},
+        "eval.tta_views": {"type": "categorical", "choices": [["identity", "hflip", "vflip"], ["identity", "hflip"]]}}},
+        final={"mode": "levels", "seeds": [1, 2]})
+    planned = plan(s)
+    write_plan(planned, tmp_path / "final", s)
+    images = make_dataset(tmp_path / "data", n=30, size=40, seed=0).images
+    for r in planned:
+        make_run(tmp_path / "final" / r.dir_name, images, r.pipeline, seed=r.seed + len(r.overrides),
+                 test_fraction=0.5)
+    runs = load_sources([tmp_path / "final" / r.dir_name for r in planned]).runs
+    ab = compute_ablation(runs, read_plan(tmp_path / "final"), n_boot=50)
+    assert {("A", "classifier.augment.vflip"), ("B", "eval.tta_views"), ("all", "pipeline")} <= set(
+        zip(ab.table.pipeline, ab.table.axis, strict=True))
+    assert len(ab.interactions) == 2  # one per pipeline
+    inter = ab.interactions[0]
+    cells = inter[inter.metric == "balanced_accuracy"]
+    assert len(cells) == 4 and (cells.n_runs == 2).all()  # 2 x 2 levels, each with both seeds
+    assert "Interaction" in ablation_markdown(ab)
+    assert save(interaction_figure(inter), tmp_path / "heat.png").stat().st_size > 1000
