@@ -25,14 +25,17 @@ logger = logging.getLogger(__name__)
 COLUMNS = ["pipeline", "trial", "selected on", "validation", "fold std", "test", "test std", "seeds", "gap"]
 
 
-def selected_trials(db: Path) -> tuple[str, dict[str, dict[str, Any]]]:
+def selected_trials(db: Path, trials_dir: Path | None = None) -> tuple[str, dict[str, dict[str, Any]]]:
     """(first objective's metric, pipeline -> the selected trial) from a study's Optuna storage.
 
     The selected trial is the best COMPLETE trial of each pipeline on the first objective, the rule the
     study driver uses for its final runs; every Optuna study in the file is read (one per study, or one
-    per pipeline).
+    per pipeline). Per-fold values come from the trial's user attributes, else from the
+    ``folds.json`` of its directory under ``trials_dir``.
     """
     import optuna
+
+    from harness.tune.folds import FOLD_STD, FOLD_VALUES, read_folds
 
     url = f"sqlite:///{Path(db).resolve()}"
     try:
@@ -49,8 +52,12 @@ def selected_trials(db: Path) -> tuple[str, dict[str, dict[str, Any]]]:
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             p = t.user_attrs.get("pipeline")
             if p and t.values and (p not in best or sign * t.values[0] > sign * best[p]["value"]):
-                best[p] = {"trial": t.number, "value": float(t.values[0]),
-                           "fold_values": t.user_attrs.get("fold_values"), "fold_std": t.user_attrs.get("fold_std")}
+                best[p] = {"trial": t.number, "value": float(t.values[0]), FOLD_VALUES: t.user_attrs.get(FOLD_VALUES),
+                           FOLD_STD: t.user_attrs.get(FOLD_STD), "ray_trial_id": t.user_attrs.get("ray_trial_id")}
+    for sel in best.values():
+        folds = read_folds(trials_dir / str(sel["ray_trial_id"])) if trials_dir and sel["ray_trial_id"] else None
+        if sel[FOLD_VALUES] is None and folds:
+            sel[FOLD_VALUES], sel[FOLD_STD] = folds[FOLD_VALUES][metric], folds[FOLD_STD][metric]
     return metric, best
 
 
@@ -81,7 +88,7 @@ def gap_table(study_dir: Path) -> tuple[str, pd.DataFrame]:
     db = Path(study_dir) / "optuna.db"
     if not db.exists():
         return "objective", pd.DataFrame(columns=COLUMNS)
-    metric, best = selected_trials(db)
+    metric, best = selected_trials(db, Path(study_dir) / "trials")
     tests = final_test_values(Path(study_dir) / "final", metric)
     rows = []
     for p in sorted(best, key=order_key):

@@ -5,9 +5,9 @@ A search trial of a study with K > 1 runs its config once per fold (``TRIAL_DIR/
 ordinary run directory whose ``config.yaml`` names ``data.folds`` and ``data.fold``). Its objective is
 the mean over folds; the per-fold values of the first objective (``fold_values``, a list) and their
 sample standard deviation (``fold_std``) go into the trial's final report (and W&B), into
-``TRIAL_DIR/folds.json``, and from there into the trial's Optuna user attributes
-(:func:`record_fold_attrs`, called by the study driver). K = 1 changes nothing: the trial is one run
-in ``TRIAL_DIR`` on the study split's validation subset, as before.
+``TRIAL_DIR/folds.json`` and, through the searcher (:func:`fold_attrs`), into the trial's Optuna
+user attributes. K = 1 changes nothing: the trial is one run in ``TRIAL_DIR`` on the study split's
+validation subset, as before.
 """
 
 from __future__ import annotations
@@ -17,10 +17,7 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # trials import this module; Optuna is needed by the driver only
-    import optuna
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -95,39 +92,18 @@ def read_folds(run_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def study_names(spec_name: str, storage: optuna.storages.BaseStorage) -> list[str]:
-    """The Optuna studies of one harness study: ``<name>`` and any per-pipeline ``<name>:<pipeline>``."""
-    import optuna
+def fold_attrs(result: dict[str, Any] | None) -> dict[str, Any]:
+    """The Optuna user attributes of a trial from its final report: ``fold_values`` and ``fold_std``
+    when the trial ran K > 1 folds, else nothing.
 
-    return [n for n in optuna.get_all_study_names(storage) if n == spec_name or n.startswith(f"{spec_name}:")]
+    The searcher sets them on the trial just before it tells Optuna the outcome (Optuna refuses to
+    change a finished trial)::
 
-
-def record_fold_attrs(spec_name: str, storage: optuna.storages.BaseStorage, trials_dir: Path) -> int:
-    """Copy ``fold_values`` and ``fold_std`` from each COMPLETE trial's ``folds.json`` (found through its
-    ``ray_trial_id`` attribute) into the trial's Optuna user attributes; returns how many were added.
-
-    Run by the driver after the search (and again on resume): Optuna's record then says how stable
-    each trial's objective was across folds, for the dashboard and the report.
+        for key, value in fold_attrs(result).items():
+            self._ot_trials[trial_id].set_user_attr(key, value)
     """
-    import optuna
-    from optuna.trial import TrialState
-
-    added = 0
-    for name in study_names(spec_name, storage):
-        study = optuna.load_study(study_name=name, storage=storage)
-        study_id = storage.get_study_id_from_name(name)
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            ray_id = t.user_attrs.get("ray_trial_id")
-            if FOLD_VALUES in t.user_attrs or not ray_id:
-                continue
-            summary = read_folds(trials_dir / str(ray_id))
-            if not summary:
-                continue
-            first = summary["objectives"][0]
-            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-            storage.set_trial_user_attr(trial_id, FOLD_VALUES, summary["fold_values"][first])
-            storage.set_trial_user_attr(trial_id, FOLD_STD, summary["fold_std"][first])
-            added += 1
-    if added:
-        logger.info("recorded the per-fold values of %d trial(s) in the Optuna storage", added)
-    return added
+    if not result or FOLD_VALUES not in result:
+        return {}
+    values = [None if isinstance(v, float) and math.isnan(v) else v for v in result[FOLD_VALUES]]
+    std = result.get(FOLD_STD)
+    return {FOLD_VALUES: values, FOLD_STD: None if isinstance(std, float) and math.isnan(std) else std}

@@ -24,7 +24,6 @@ from optuna.trial import FrozenTrial
 
 from harness.errors import ConfigError
 from harness.tune.bookkeeping import best_trials, count_finished, open_storage, reconcile, study_exists
-from harness.tune.folds import record_fold_attrs
 from harness.tune.paths import StudyPaths
 from harness.tune.study import StudySpec
 
@@ -69,8 +68,6 @@ def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None,
                         spec.sampler, spec.scheduler.type, spec.resources.per_trial(cuda))
             search_tuner(spec, paths, storage=storage, remaining=remaining, data_dir=data_root, cuda=cuda,
                          epoch_hooks=epoch_hooks).fit()
-        if spec.selection.folds > 1:
-            record_fold_attrs(spec.name, storage, paths.trials)
         study = optuna.load_study(study_name=spec.name, storage=storage)
         best = best_trials(study, spec)
         runs = final_runs(spec, best) if (spec.final.enabled if final is None else final) else []

@@ -33,13 +33,13 @@ Report = Callable[[dict[str, Any]], None]
 def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run_dir: Path, *, store: Path,
                   data_dir: Path | None, subsets: tuple[str, ...], report: Report | None = None,
                   tracker_dir: Path | None = None, tracker_name: str | None = None, threads: int | None = None,
-                  check_data: bool = True, epoch_hooks: Sequence[EpochCallback] = (), folds: int = 1) -> dict[str, Any]:
+                  check_data: bool = True, epoch_hooks: Sequence[EpochCallback] = (), folds: int | None = None) -> dict[str, Any]:
     """Run one trial: config from the spec, `run_trial`, W&B tracking, optional per-epoch `report`.
 
     Shared by Ray trials, final re-runs and ``harness trial`` (W&B agent), so the three cannot drift.
     ``epoch_hooks`` run after every epoch before anything is logged or reported; callers (and tests,
     e.g. fault injection) add behaviour there instead of through environment variables.
-    ``folds`` K > 1 (search trials of a study with ``selection.folds``) runs the config on every
+    ``folds`` (default: the spec's ``selection.folds``; final runs pass 1) K > 1 runs the config on every
     cross-validation fold in ``run_dir/fold<k>`` and reports the mean over folds (see
     :mod:`harness.tune.folds`); only fold 0 reports per epoch, so the scheduler compares the same fold
     of every trial and a trial's report count does not grow with K.
@@ -67,7 +67,7 @@ def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run
     def log_fold(k: int) -> EpochCallback:
         return lambda stage, record: tracker.log_epoch(f"fold{k}/{stage}", record)
 
-    runs = fold_runs(run_dir, folds)
+    runs = fold_runs(run_dir, spec.selection.folds if folds is None else folds)
     results = []
     try:
         for k, (fold_dir, fold_params) in enumerate(runs):
