@@ -33,7 +33,8 @@ Report = Callable[[dict[str, Any]], None]
 def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run_dir: Path, *, store: Path,
                   data_dir: Path | None, subsets: tuple[str, ...], report: Report | None = None,
                   tracker_dir: Path | None = None, tracker_name: str | None = None, threads: int | None = None,
-                  check_data: bool = True, epoch_hooks: Sequence[EpochCallback] = (), folds: int | None = None) -> dict[str, Any]:
+                  check_data: bool = True, epoch_hooks: Sequence[EpochCallback] = (),
+                  folds: int | None = None) -> dict[str, Any]:
     """Run one trial: config from the spec, `run_trial`, W&B tracking, optional per-epoch `report`.
 
     Shared by Ray trials, final re-runs and ``harness trial`` (W&B agent), so the three cannot drift.
