@@ -28,11 +28,11 @@ FAST = {"joint.image_size": 32, "joint.optim.epochs": 1, "joint.optim.batch_size
         "runtime.threads": 1}
 
 
-def spec(folds: int, wandb: bool = False) -> StudySpec:
+def spec(folds: int, wandb: bool = False, **fields) -> StudySpec:
     return StudySpec.model_validate({
         "name": "cv", "pipelines": ["c"], "base": {"c": "tiny-c"}, "overrides": FAST, "trials": 2,
         "selection": {"folds": folds}, "wandb": {"enabled": wandb, "mode": "offline"},
-        "data": {"split": "study", "val_fraction": 0.2, "test_fraction": 0.2}})
+        "data": {"split": "study", "val_fraction": 0.2, "test_fraction": 0.2}, **fields})
 
 
 def test_summary_is_the_mean_with_per_fold_values_and_sample_std():
@@ -114,3 +114,34 @@ def test_paper_table9_selects_on_five_folds_and_the_quickstart_on_one():
     root = Path(__file__).resolve().parents[2] / "studies"
     assert load_study(root / "paper_table9.yaml").selection.folds == 5
     assert load_study(root / "quickstart.yaml").selection.folds == 1
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("ray")
+def test_study_with_two_folds_on_ray(make_dataset, tmp_path):
+    """Search trials run both folds; the final run trains on the study split; the report shows the gap."""
+    import ray
+
+    from harness.report.selection import gap_table
+    from harness.tune.runner import run_study
+
+    data = make_dataset(tmp_path / "ds", n=32, size=40, images_per_patient=2)
+    cv = spec(2, final={"seeds": [7]}, scheduler={"type": "fifo"}, resources={"cpu": 1})
+    ray.shutdown()
+    try:
+        summary = run_study(cv, tmp_path / "study", data_dir=data, ray_init={"num_cpus": 2, "log_to_driver": False})
+    finally:
+        ray.shutdown()
+    study = optuna.load_study(study_name="cv", storage=f"sqlite:///{tmp_path / 'study' / 'optuna.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 2
+    for t in complete:
+        trial_dir = tmp_path / "study" / "trials" / t.user_attrs["ray_trial_id"]
+        folds = read_folds(trial_dir)
+        assert folds is not None and (trial_dir / "fold1" / "metrics.json").is_file()
+        assert t.values[0] == pytest.approx(statistics.fmean(folds["fold_values"]["balanced_accuracy"]))
+    (final,) = summary["final"]
+    assert (Path(final) / "metrics_test.json").is_file() and not (Path(final) / "fold0").exists()
+    assert (data / "splits" / "study.fold1of2.json").is_file()
+    _, gaps = gap_table(tmp_path / "study")
+    assert gaps["selected on"].tolist() == ["2-fold CV"] and gaps["seeds"].tolist() == [1]
