@@ -26,7 +26,11 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    """Where the dataset is and how its metadata columns are named."""
+    """Where the dataset is, how its metadata columns are named, and which split (and fold) a run uses.
+
+    ``val_fraction``, ``test_fraction``, ``split_seed`` and ``group_duplicates`` say how to *create*
+    ``splits/<split>.json`` when it is missing; an existing split file is used as it was written.
+    """
 
     dir: Path | None = Field(None, description="dataset directory; None = the synthetic demo set")
     columns: dict[str, str] = Field(
@@ -37,6 +41,11 @@ class DataConfig(Strict):
     val_fraction: float = Field(0.2, gt=0, lt=1)
     test_fraction: float = Field(0.0, ge=0, lt=1)
     split_seed: int = 42
+    group_duplicates: bool = Field(
+        False, description="when the split is created, keep near-duplicate images (perceptual hash) in one subset")
+    folds: int = Field(1, ge=1, le=20, description="K > 1: train on fold `fold` of a patient-wise stratified K-fold "
+                       "cross-validation over the split's non-test images (splits/<split>.fold<k>of<K>.json)")
+    fold: int = Field(0, ge=0, description="which cross-validation fold (0-based) is the validation subset")
     channels: Literal[1, 3] = Field(3, description="model input channels (gray replicated to 3)")
     cache_dir: Path | None = Field(None, description="decoded-image cache; None = DIR/.cache")
     num_workers: int = Field(0, ge=0, le=64)
@@ -48,6 +57,8 @@ class DataConfig(Strict):
                 f"val_fraction + test_fraction must be < 0.9, but got "
                 f"{self.val_fraction} + {self.test_fraction}"
             )
+        if self.fold >= self.folds:
+            raise ValueError(f"fold must be in [0, folds - 1] = [0, {self.folds - 1}], but got fold={self.fold}")
         return self
 
 

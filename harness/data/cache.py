@@ -124,9 +124,14 @@ def _fingerprint(index: DatasetIndex) -> str:
     return h.hexdigest()[:16]
 
 
-def cache_stem(index: DatasetIndex, size: int) -> str:
+def dataset_stem(index: DatasetIndex) -> str:
+    """``<metadata hash>-<ids hash>``: names every cached file of one dataset version."""
     ids = hashlib.sha256("\n".join(index.ids()).encode()).hexdigest()[:8]
-    return f"{index.metadata_hash}-{ids}-{size}px"
+    return f"{index.metadata_hash}-{ids}"
+
+
+def cache_stem(index: DatasetIndex, size: int) -> str:
+    return f"{dataset_stem(index)}-{size}px"
 
 
 def _paths(directory: Path, stem: str) -> tuple[Path, Path, Path]:
@@ -158,6 +163,51 @@ def _try_open(
     except (OSError, ValueError, KeyError, TypeError) as e:
         return None, f"unreadable ({type(e).__name__}: {e})"
     return cache, "ok"
+
+
+def _file_digest(path: Path | None) -> str:
+    if path is None:
+        return "-"
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def content_hash(index: DatasetIndex, cache_dir: Path | None = None) -> str:
+    """16-hex hash of the bytes of every image and mask of ``index`` (in record order).
+
+    What a trained stage was trained on, beyond the metadata: an image replaced under an unchanged
+    workbook changes it. Hashing ~250 MB costs about a second, so the value is kept next to the
+    decoded-image caches (``<stem>.content.json``) with the size+mtime fingerprint it belongs to, and
+    computed again only when that fingerprint changes; a run otherwise pays one ``stat`` per file.
+    """
+    directory = Path(cache_dir) if cache_dir is not None else Path(index.root) / ".cache"
+    sidecar = directory / f"{dataset_stem(index)}.content.json"
+    fingerprint = _fingerprint(index)
+    try:
+        saved = json.loads(sidecar.read_text())
+        if saved.get("fingerprint") == fingerprint and isinstance(saved.get("content"), str):
+            return str(saved["content"])
+    except (OSError, ValueError, AttributeError):
+        pass
+    files = [f for r in index.records for f in (index.image_file(r), index.mask_file(r))]
+    t0 = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            digests = list(pool.map(_file_digest, files))
+    except OSError as e:
+        raise DataError(f"{e.filename}: cannot read it to hash the dataset's content ({e.strerror}).") from None
+    content = hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]
+    logger.info("hashed %d image and mask files in %.1f s (content %s)", len(files), time.perf_counter() - t0,
+                content)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(sidecar, (json.dumps({"fingerprint": fingerprint, "content": content}) + "\n").encode())
+    except OSError as e:  # a read-only cache directory only costs the hashing again next time
+        logger.warning("%s: cannot save the content hash (%s)", sidecar, e.strerror)
+    return content
 
 
 def _lock(path: Path) -> contextlib.AbstractContextManager[Any]:

@@ -14,10 +14,13 @@ decodes a PNG.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sized
+from typing import Any
+
 import albumentations as A
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from harness import MALIGNANT, NORMAL
 from harness.data.transforms import to_input
@@ -88,3 +91,43 @@ def class_masks(masks01: np.ndarray, labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     cls = np.where(labels == NORMAL, 0, np.where(labels == MALIGNANT, 2, 1)).astype(np.uint8)
     return (masks01 > 0).astype(np.uint8) * cls[:, None, None]
+
+
+class SampleSeeds(Sampler[tuple[int, int]]):
+    """The indices of ``sampler``, each paired with a seed for its augmentation.
+
+    Order and seeds of an epoch are drawn together in the main process from ``generator`` (the
+    DataLoader's, which checkpoints save and restore) when the epoch starts. An item's augmentation
+    then depends on its place in the epoch only, not on which worker process draws it: the number of
+    DataLoader workers changes speed, never the images a model sees.
+    """
+
+    def __init__(self, sampler: Sampler[int], generator: torch.Generator):
+        if not isinstance(sampler, Sized):
+            raise TypeError(f"{type(sampler).__name__} has no length; SampleSeeds needs one")
+        self.sampler, self.generator = sampler, generator
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = [int(i) for i in self.sampler]
+        seeds = torch.randint(0, 2**31 - 1, (len(order),), generator=self.generator).tolist()
+        return iter(list(zip(order, seeds, strict=True)))
+
+
+class Reseeded(Dataset):
+    """``dataset`` indexed by the (index, seed) pairs of :class:`SampleSeeds`: the transform is seeded
+    with the item's seed before the item is drawn."""
+
+    def __init__(self, dataset: LabelledImages | MaskedImages):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        index, seed = item
+        if self.dataset.transform is not None:
+            self.dataset.transform.set_random_seed(seed)
+        return self.dataset[index]

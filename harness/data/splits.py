@@ -328,18 +328,23 @@ def get_or_create_split(
     *,
     group_duplicates: bool = False,
 ) -> Split:
-    """Load ``splits/<name>.json`` if it exists (it must match the arguments), else make and save it."""
+    """Load ``splits/<name>.json`` as it was written if it exists, else make it from the arguments and save it.
+
+    The arguments only say how to *create* a missing split: a split made by ``harness data split``
+    with other options (``--seed 3``, ``--group-duplicates``) is used as written, and a difference is
+    logged as a note. A split file is data, so a run never re-splits behind the user's back.
+    """
     path = split_path(index.root, name)
     if path.exists():
         split = load_split(index.root, name, index)
         want = (val, test, seed, group_duplicates)
         have = (split.val_fraction, split.test_fraction, split.seed, split.group_duplicates)
         if not np.allclose(want[:2], have[:2]) or want[2:] != have[2:]:
-            raise DataError(
-                f"splits/{name}.json was made with val={have[0]}, test={have[1]}, seed={have[2]}, "
-                f"group_duplicates={have[3]}, but val={val}, test={test}, seed={seed}, "
-                f"group_duplicates={group_duplicates} were asked; use those values, another split name, or "
-                f"delete the file to re-split."
+            logger.info(
+                "note: using splits/%s.json as written (val=%s, test=%s, seed=%s, group_duplicates=%s); the "
+                "run's val=%s, test=%s, seed=%s, group_duplicates=%s apply only when a split is created "
+                "(choose another data.split name to create one).",
+                name, *have, *want,
             )
         return split
     split = make_split(index, val, test, seed, group_duplicates, name=name)

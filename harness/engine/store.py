@@ -7,18 +7,38 @@ seconds. A file lock per key makes concurrent trials train a shared stage once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
 logger = logging.getLogger(__name__)
+
+KEYED_DISTRIBUTIONS = ("torch", "timm", "segmentation-models-pytorch", "albumentations")
+"""Libraries whose version is part of every stage key: a new release may change initialisation, layers
+or augmentation, so a stage trained under another version is trained again rather than reused."""
+
+
+@functools.cache
+def code_versions() -> dict[str, str]:
+    """The harness version and those of :data:`KEYED_DISTRIBUTIONS` (from package metadata; nothing imported)."""
+    from harness import __version__
+
+    versions = {"harness": __version__}
+    for name in KEYED_DISTRIBUTIONS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
 
 
 def stage_key(parts: dict[str, Any]) -> str:

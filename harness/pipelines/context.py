@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from harness.config import RunConfig
-from harness.data.cache import ArrayCache, load_cache
+from harness.data.cache import ArrayCache, content_hash, load_cache
 from harness.data.check import load_index
+from harness.data.folds import get_or_create_folds
 from harness.data.io import image_size, read_image, read_mask
 from harness.data.records import DatasetIndex
 from harness.data.splits import Split, get_or_create_split
@@ -56,12 +57,23 @@ class RunContext:
     callbacks: Sequence[EpochCallback] = ()
     progress: bool = False
     _caches: dict[int, ArrayCache] = field(default_factory=dict)
+    _content: str | None = None
 
     @property
     def data_key(self) -> dict[str, Any]:
+        """What a stage's training data depends on: metadata, the train/val ids (so each cross-validation
+        fold has its own key), the image and mask bytes, and the input channels. ``data.num_workers`` is
+        not in it: augmentation does not depend on it (per-sample seeds, see ``harness.data.datasets``)."""
         ids = json.dumps({"train": list(self.split.train), "val": list(self.split.val)}).encode()
         return {"metadata": self.index.metadata_hash, "split": hashlib.sha256(ids).hexdigest()[:16],
-                "channels": self.config.data.channels}
+                "content": self.content_hash, "channels": self.config.data.channels}
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of the dataset's image and mask bytes (computed once per version of the files)."""
+        if self._content is None:
+            self._content = content_hash(self.index, self.config.data.cache_dir)
+        return self._content
 
     def arrays(self, size: int) -> ArrayCache:
         """Decoded images and masks at ``size`` (built once per dataset and size, then memory-mapped)."""
@@ -112,12 +124,17 @@ def load_dataset(config: RunConfig, data_dir: Path | None = None, *,
 
     The one data-preparation path: a run's :func:`prepare` and a study driver (which creates the
     split once before its trials start) both call it, so they can never disagree on the split.
+    An existing ``splits/<data.split>.json`` is used as written; with ``data.folds`` K > 1 the split
+    is fold ``data.fold`` of the K cross-validation folds of its non-test part (:mod:`harness.data.folds`).
     Returns (dataset directory, index, split).
     """
+    d = config.data
     root = resolve_data_dir(config, data_dir)
-    index = load_index(root, config.data.columns or None, check=check_data)
-    split = get_or_create_split(index, config.data.split, config.data.val_fraction, config.data.test_fraction,
-                                config.data.split_seed)
+    index = load_index(root, d.columns or None, check=check_data)
+    split = get_or_create_split(index, d.split, d.val_fraction, d.test_fraction, d.split_seed,
+                                group_duplicates=d.group_duplicates)
+    if d.folds > 1:
+        split = get_or_create_folds(index, split, d.folds)[d.fold]
     overlap = set(split.train) & (set(split.val) | set(split.test))
     if overlap:  # load_split checks patients too; this guards the contract "never evaluate on training images"
         raise DataError(f"split {config.data.split}: {len(overlap)} images are both in train and val/test.")

@@ -17,15 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, RandomSampler, Sampler, WeightedRandomSampler
 
 from harness import NORMAL
 from harness.config import ClassifierConfig, EvalConfig, SegmenterConfig
-from harness.data.datasets import JointImages, LabelledImages, MaskedImages
+from harness.data.datasets import JointImages, LabelledImages, MaskedImages, Reseeded, SampleSeeds
 from harness.data.transforms import train_transform, tta_views
 from harness.engine import fit as engine
 from harness.engine.predict import predict, sigmoid, softmax
-from harness.engine.store import stage_key
+from harness.engine.store import code_versions, stage_key
 from harness.models.classifier import classifier_param_groups, create_classifier
 from harness.models.losses import HybridLoss, JointLoss, class_weights, cross_entropy
 from harness.models.segmenter import create_joint, create_segmenter, segmenter_param_groups
@@ -51,28 +51,30 @@ class Stage:
 
 def _loader(ctx: RunContext, ds: StageDataset, batch_size: int, sample_labels: np.ndarray | None, seed: int,
             weighted: bool) -> DataLoader:
+    """Training batches whose order and augmentation depend on ``seed`` only, not on ``data.num_workers``.
+
+    Every epoch draws its order and one augmentation seed per item from one generator in the main
+    process (:class:`SampleSeeds`). Workers are not persistent: a DataLoader draws one seed from that
+    generator per worker start-up, so persistent workers would shift later epochs' draws.
+    """
     g = torch.Generator().manual_seed(seed)
-    sampler = None
+    sampler: Sampler[int]
     if weighted and sample_labels is not None and len(sample_labels):
         w = class_weights(sample_labels, int(sample_labels.max()) + 1)[sample_labels]
         sampler = WeightedRandomSampler(w.astype(np.float64).tolist(), num_samples=len(ds),
                                         replacement=True, generator=g)
-    workers = ctx.config.data.num_workers
-    transform = getattr(ds, "transform", None)
-
-    def init_worker(worker_id: int) -> None:  # distinct, reproducible augmentation per worker
-        if transform is not None:
-            transform.set_random_seed(torch.initial_seed() % 2**32)
-
-    return DataLoader(ds, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, generator=g,
-                      drop_last=len(ds) > batch_size, num_workers=workers, pin_memory=ctx.info.pin_memory,
-                      persistent_workers=workers > 0, worker_init_fn=init_worker if workers else None)
+    else:
+        sampler = RandomSampler(ds, generator=g)
+    return DataLoader(Reseeded(ds), batch_size=batch_size, sampler=SampleSeeds(sampler, g), generator=g,
+                      drop_last=len(ds) > batch_size, num_workers=ctx.config.data.num_workers,
+                      pin_memory=ctx.info.pin_memory)
 
 
 def _obtain(ctx: RunContext, name: str, kind: str, key_parts: dict[str, Any], build: Callable[[], nn.Module],
             train: Callable[[nn.Module, Any], engine.FitResult], metric_name: str) -> Stage:
     """Load the stage from the store when its key is there, else train it (once, under a lock)."""
-    key = stage_key({"stage": name, **key_parts, "data": ctx.data_key, "seed": ctx.config.runtime.seed})
+    data, versions = ctx.data_key, code_versions()
+    key = stage_key({"stage": name, **key_parts, "data": data, "seed": ctx.config.runtime.seed, "versions": versions})
     record = ctx.store.lookup(name, key)
     if record is None:
         with ctx.store.lock(name, key) as workdir:
@@ -85,7 +87,7 @@ def _obtain(ctx: RunContext, name: str, kind: str, key_parts: dict[str, Any], bu
                           "epochs": result.epochs, "best_epoch": result.best_epoch,
                           "best_metric": result.best_metric, "metric_name": metric_name,
                           "seconds": time.perf_counter() - t0, "stopped_early": result.stopped_early,
-                          "history": result.history}
+                          "data": data, "versions": versions, "history": result.history}
                 ctx.store.commit(name, key, record)
                 (workdir / "last.pt").unlink(missing_ok=True)  # only needed to resume; ~3x the model size
                 logger.info("%s: trained %d epochs in %.1fs, best %s %.4f (epoch %d)", name, result.epochs,

@@ -13,6 +13,7 @@ from harness.report import figures as F
 from harness.report.details import pooled
 from harness.report.html import Section, esc, figure, paragraph, table, table9_html
 from harness.report.overlays import overlay_figure
+from harness.report.selection import gap_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +225,7 @@ def study_section(study_dir: Path, fig_dir: Path) -> tuple[Section, list[str]]:
         for note in summ.notes:
             s.blocks.append(paragraph(note))
         notes += summ.notes
+    s.blocks += gap_blocks(study_dir)
     return s, notes
 
 

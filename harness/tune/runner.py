@@ -98,18 +98,23 @@ def final_runs(spec: StudySpec, best: dict[str, FrozenTrial], final_dir: Path | 
 
 
 def prepare_data(spec: StudySpec, data_dir: Path | None) -> Path:
-    """Check the data, create the study split once and warm the array caches before trials start,
-    so that concurrent trials neither race to write them nor each pay for the full dataset check.
+    """Check the data, create the study split (and its cross-validation folds) once, hash the image
+    content and warm the array caches before trials start, so that concurrent trials neither race to
+    write them nor each pay for the full dataset check.
 
     Returns the resolved dataset directory (recorded in the saved spec: a resume needs no --data).
     """
-    from harness.data.cache import load_cache
+    from harness.data.cache import content_hash, load_cache
+    from harness.data.folds import get_or_create_folds
     from harness.pipelines.context import load_dataset
     from harness.pipelines.registry import get_pipeline
 
     configs = {p: spec.run_config(p, {}, data_dir) for p in spec.pipelines}
     first = configs[spec.pipelines[0]]
-    root, index, _ = load_dataset(first, data_dir, check_data=True)
+    root, index, split = load_dataset(first, data_dir, check_data=True)
+    if spec.selection.folds > 1:
+        get_or_create_folds(index, split, spec.selection.folds)
+    content_hash(index, first.data.cache_dir)
     sizes = {getattr(c, st.section).image_size for p, c in configs.items() for st in get_pipeline(p).stages}
     for size in sorted(sizes):
         load_cache(index, size, first.data.cache_dir)

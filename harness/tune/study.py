@@ -78,6 +78,16 @@ class StudyData(Strict):
     val_fraction: float = Field(0.2, gt=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1, description="held out: select on val, report on test")
     split_seed: int = 42
+    group_duplicates: bool = Field(False, description="keep near-duplicate images in one subset (when the split "
+                                   "is created); BUSI needs it")
+
+
+class SelectionSpec(Strict):
+    """How a trial is scored for selection: on the study split's validation subset (``folds: 1``), or as
+    the mean over K patient-wise stratified cross-validation folds of the non-test images."""
+
+    folds: int = Field(1, ge=1, le=20, description="1: the study split's val subset; K > 1: K-fold CV "
+                       "(splits/<split>.fold<k>of<K>.json), objective = mean over folds")
 
 
 class WandbSpec(Strict):
@@ -108,6 +118,7 @@ class StudySpec(Strict):
     max_failures: int = Field(1, ge=0)
     final: FinalSpec = FinalSpec()
     data: StudyData = StudyData()
+    selection: SelectionSpec = SelectionSpec()
     wandb: WandbSpec = WandbSpec()
 
     @model_validator(mode="before")
@@ -159,7 +170,8 @@ class StudySpec(Strict):
         """The trial's config: base preset + study overrides + the study split + sampled params."""
         raw, where = resolve_config_source(self.base.get(pipeline) or get_pipeline(pipeline).base_preset)
         data = {"data.split": self.data.split, "data.val_fraction": self.data.val_fraction,
-                "data.test_fraction": self.data.test_fraction, "data.split_seed": self.data.split_seed}
+                "data.test_fraction": self.data.test_fraction, "data.split_seed": self.data.split_seed,
+                "data.group_duplicates": self.data.group_duplicates}
         if data_dir or self.data.dir:
             data["data.dir"] = str(data_dir or self.data.dir)
         raw = apply_overrides(raw, {**self.overrides, **data, **params, "pipeline": pipeline})

@@ -35,4 +35,4 @@ def run_agent_trial(spec: StudySpec, params: dict[str, Any], out: Path, data_dir
     pipeline = str(params.pop(PIPELINE_PARAM, spec.pipelines[0]))
     store = StudyPaths(out.parent).store
     return execute_trial(spec, pipeline, params, out, store=store, data_dir=data_dir, subsets=("val",),
-                         tracker_dir=out, tracker_name=out.name)
+                         tracker_dir=out, tracker_name=out.name, folds=spec.selection.folds)

@@ -33,14 +33,20 @@ Report = Callable[[dict[str, Any]], None]
 def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run_dir: Path, *, store: Path,
                   data_dir: Path | None, subsets: tuple[str, ...], report: Report | None = None,
                   tracker_dir: Path | None = None, tracker_name: str | None = None, threads: int | None = None,
-                  check_data: bool = True, epoch_hooks: Sequence[EpochCallback] = ()) -> dict[str, Any]:
+                  check_data: bool = True, epoch_hooks: Sequence[EpochCallback] = (),
+                  folds: int | None = None) -> dict[str, Any]:
     """Run one trial: config from the spec, `run_trial`, W&B tracking, optional per-epoch `report`.
 
     Shared by Ray trials, final re-runs and ``harness trial`` (W&B agent), so the three cannot drift.
     ``epoch_hooks`` run after every epoch before anything is logged or reported; callers (and tests,
     e.g. fault injection) add behaviour there instead of through environment variables.
+    ``folds`` (default: the spec's ``selection.folds``; final runs pass 1) K > 1 runs the config on every
+    cross-validation fold in ``run_dir/fold<k>`` and reports the mean over folds (see
+    :mod:`harness.tune.folds`); only fold 0 reports per epoch, so the scheduler compares the same fold
+    of every trial and a trial's report count does not grow with K.
     """
     from harness.pipelines.run import run_trial
+    from harness.tune.folds import fold_runs, report_fields, summarise_folds, write_folds
     from harness.tune.tracking import TrialTracker
 
     params = dict(overrides)
@@ -59,17 +65,33 @@ def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run
             report({PROXY: value, **dict.fromkeys(objectives, value), "final": 0, "stage": stage,
                     "epoch": record["epoch"]})
 
+    def log_fold(k: int) -> EpochCallback:
+        return lambda stage, record: tracker.log_epoch(f"fold{k}/{stage}", record)
+
+    runs = fold_runs(run_dir, spec.selection.folds if folds is None else folds)
+    results = []
     try:
-        result = run_trial(config, run_dir, data_dir=data_dir, store_root=store, callbacks=[*epoch_hooks, on_epoch],
-                           subsets=subsets, progress=False, check_data=check_data)
+        for k, (fold_dir, fold_params) in enumerate(runs):
+            fold_config = spec.run_config(pipeline, {**params, **fold_params}, data_dir) if fold_params else config
+            hooks = [*epoch_hooks, on_epoch if k == 0 else log_fold(k)]
+            results.append(run_trial(fold_config, fold_dir, data_dir=data_dir, store_root=store, callbacks=hooks,
+                                     subsets=subsets, progress=False, check_data=check_data))
     except BaseException:
         tracker.finish({}, failed=True)
         raise
-    final: dict[str, float | str] = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
-    if result.test_metrics:
+    result = results[0]
+    metrics: dict[str, Any] = result.metrics
+    fold_fields: dict[str, Any] = {}
+    if len(results) > 1:
+        summary = summarise_folds([r.metrics for r in results], objectives)
+        write_folds(run_dir, summary, [d for d, _ in runs])
+        metrics, fold_fields = summary["mean"], report_fields(summary)
+    final: dict[str, Any] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    if result.test_metrics and len(results) == 1:
         final.update({f"test/{k}": v for k, v in result.test_metrics.items() if isinstance(v, (int, float))})
-    final.update({"final": 1, PROXY: result.metrics.get(objectives[0], math.nan), "seconds": result.seconds,
-                  "trained_stages": len(result.trained_stages), "run_dir": str(run_dir)})
+    final.update({"final": 1, PROXY: metrics.get(objectives[0], math.nan), "seconds": sum(r.seconds for r in results),
+                  "trained_stages": sum(len(r.trained_stages) for r in results), "run_dir": str(run_dir),
+                  **fold_fields})
     tracker.finish(final)
     return final
 
@@ -88,15 +110,16 @@ def ray_trainable(config: dict[str, Any], spec_json: str, study_dir: str, data_d
     paths = StudyPaths(Path(study_dir))
     trial_id = tune.get_context().get_trial_id()
     subsets: tuple[str, ...]
-    if mode == "final":
+    if mode == "final":  # trained on the study split's train part, whatever selection.folds is
         run = config["run"]
         pipeline, overrides = run["pipeline"], {**run["overrides"], "runtime.seed": run["seed"]}
         run_dir = paths.final / run["dir"] if run.get("dir") else paths.final_run(pipeline, run["seed"])
         subsets = ("val", "test")
-        name, report = run_dir.name, None
+        name, report, folds = run_dir.name, None, 1
     else:
         pipeline, overrides = config["_pipeline"], config["_overrides"]
         run_dir, subsets, name, report = paths.trials / trial_id, ("val",), trial_id, tune.report
+        folds = spec.selection.folds
     try:
         required = tune.get_context().get_trial_resources().required_resources
     except Exception:  # noqa: BLE001 - not inside a Tune session with resources
@@ -107,7 +130,7 @@ def ray_trainable(config: dict[str, Any], spec_json: str, study_dir: str, data_d
                            data_dir=Path(data_dir) if data_dir else None, subsets=subsets, report=report,
                            tracker_dir=paths.wandb, tracker_name=name, threads=cpus,
                            check_data=False,  # the driver checked the dataset once before the trials
-                           epoch_hooks=epoch_hooks)
+                           epoch_hooks=epoch_hooks, folds=folds)
     tune.report(result)
 
 

@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 
 from harness.cli import main
@@ -57,3 +58,20 @@ def test_every_verb_has_help(capsys):
             main(argv + ["--help"])
         assert e.value.code == 0
         assert "usage: harness" in capsys.readouterr().out
+
+
+def test_a_named_split_is_used_as_written(make_dataset, tmp_path, capsys):
+    """`harness data split DIR --seed 3 --name s3` then `harness run tiny-b --data DIR --split s3` (issue 10)."""
+    data = make_dataset(tmp_path / "ds", n=20, size=40)
+    assert main(["-q", "data", "split", str(data), "--seed", "3", "--name", "s3", "--test", "0.2",
+                 "--group-duplicates"]) == 0
+    s3 = json.loads((data / "splits" / "s3.json").read_text())
+    code = main(["-q", "run", "tiny-b", "--data", str(data), "--split", "s3", "--out", str(tmp_path / "run"),
+                 "--set", "classifier.image_size=32", "--set", "segmenter.image_size=32",
+                 "--set", "classifier.optim.epochs=1", "--set", "segmenter.optim.epochs=1",
+                 "--set", "runtime.threads=1"])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((data / "splits" / "s3.json").read_text()) == s3, "the split file is untouched"
+    predictions = pd.read_csv(tmp_path / "run" / "predictions.csv")
+    for subset in ("val", "test"):
+        assert sorted(predictions.loc[predictions["subset"] == subset, "image_id"]) == sorted(s3["subsets"][subset])

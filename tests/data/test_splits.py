@@ -185,8 +185,26 @@ def test_get_or_create_split_creates_once_then_loads(big, caplog):
     mtime = path.stat().st_mtime_ns
     assert get_or_create_split(big, "default", 0.2, 0.0, 42) == first
     assert path.stat().st_mtime_ns == mtime
-    with pytest.raises(DataError, match="was made with val=0.2.*seed=42.*seed=1"):
-        get_or_create_split(big, "default", 0.2, 0.0, 1)
+
+
+def test_an_existing_split_is_used_as_written_with_a_note(big, caplog):
+    """A split made with other options (harness data split --seed 3 --group-duplicates) is data: a run
+    with other split fields uses it unchanged and only notes the difference."""
+    made = make_split(big, 0.3, 0.2, 3, group_duplicates=True, name="s3")
+    save_split(made, big.root)
+    path = big.root / "splits" / "s3.json"
+    before = path.read_bytes()
+    with caplog.at_level(logging.INFO, logger="harness.data.splits"):
+        used = get_or_create_split(big, "s3", 0.2, 0.0, 42, group_duplicates=False)
+    assert used.subsets() == made.subsets() and (used.seed, used.group_duplicates) == (3, True)
+    assert path.read_bytes() == before, "the file is not rewritten"
+    assert "using splits/s3.json as written" in caplog.text and "seed=3" in caplog.text
+    assert all(r.levelno < logging.WARNING for r in caplog.records)
+
+
+def test_group_duplicates_is_passed_when_the_split_is_created(big):
+    split = get_or_create_split(big, "grouped", 0.2, 0.2, 42, group_duplicates=True)
+    assert split.group_duplicates and json.loads((big.root / "splits" / "grouped.json").read_text())["group_duplicates"]
 
 
 def test_phash_near_copies_are_close_and_different_images_far(big):
