@@ -77,16 +77,6 @@ def test_trials_per_pipeline_sets_unequal_shares(tmp_path):
     assert Counter(drive(make_searcher(spec, storage, done), 10, lambda cfg: 0.8)) == {"a": 2, "b": 4}
 
 
-@pytest.fixture
-def ray_cpus():
-    import ray
-
-    ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def counts(spec: StudySpec, storage) -> dict[str, Counter]:
     return {p: Counter(t.state.name for t in s.trials) for p, s in load_studies(spec, storage).items()}
 

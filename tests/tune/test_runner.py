@@ -46,16 +46,6 @@ def data(tmp_path_factory, make_dataset):
     return make_dataset(tmp_path_factory.mktemp("data") / "ds", n=32, size=40, images_per_patient=2)
 
 
-@pytest.fixture
-def ray_cpus():
-    import ray
-
-    ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.fixture(scope="module")
 def study(data, tmp_path_factory):
     import ray
