@@ -72,9 +72,10 @@ def effective_params(trial) -> tuple[dict[str, Any], dict[str, Any]]:
 def trials_table(study) -> pd.DataFrame:
     """One row per trial with its pipeline, state, first objective value, times and effective params."""
     rows = []
+    default = study.user_attrs.get("pipeline", "?")  # a queued trial has no attributes yet
     for t in study.get_trials(deepcopy=False):
         params, _ = effective_params(t)
-        rows.append({"number": t.number, "pipeline": str(t.user_attrs.get("pipeline", "?")).upper(),
+        rows.append({"number": t.number, "pipeline": str(t.user_attrs.get("pipeline", default)).upper(),
                      "state": t.state.name, "value": float(t.values[0]) if t.values else np.nan,
                      "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete,
                      **{f"params_{k}": v for k, v in params.items()}})
@@ -158,7 +159,8 @@ def _summaries(db: Path) -> list[StudySummary]:
         if len(first.directions) > 1:
             s.notes.append(f"{name} has {len(first.directions)} objectives; plots show the first ({s.objective}).")
         for st in studies:
-            pipes = {str(t.user_attrs.get("pipeline", "?")).upper() for t in st.get_trials(deepcopy=False)}
+            pipes = {str(t.user_attrs["pipeline"]).upper() for t in st.get_trials(deepcopy=False)
+                     if "pipeline" in t.user_attrs}
             for p in sorted(pipes):
                 imp, why = importances(st, p)
                 if imp:

@@ -43,7 +43,8 @@ def study_table(study_dir: Path, storage_url: str | None = None) -> tuple[pd.Dat
             if t.datetime_complete and t.datetime_start:
                 seconds = (t.datetime_complete - t.datetime_start).total_seconds()
             state = t.state.name + (" (interrupted)" if t.user_attrs.get("interrupted") else "")
-            rows.append({"pipeline": t.user_attrs.get("pipeline", t.params.get("pipeline", "")), "number": t.number,
+            pipeline = t.user_attrs.get("pipeline", study.user_attrs.get("pipeline", t.params.get("pipeline", "")))
+            rows.append({"pipeline": pipeline, "number": t.number,
                          "state": state, **{o.metric: v for o, v in zip(spec.objectives, values, strict=False)},
                          "seconds": seconds, "params": json.dumps(t.user_attrs.get("overrides", {}), sort_keys=True)})
     table = pd.DataFrame(rows)
