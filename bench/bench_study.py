@@ -66,11 +66,12 @@ def main() -> None:
 def report_rows(args, spec, summary, data, t_synth: float, t_study: float, t_report: float) -> None:
     import optuna
 
+    from harness.tune.bookkeeping import load_studies, open_storage
     from harness.tune.paths import StudyPaths
 
-    study = optuna.load_study(study_name=spec.name, storage=StudyPaths(args.out).storage_url)
+    studies = load_studies(spec, open_storage(StudyPaths(args.out).storage_url))
     rows = []
-    for t in study.trials:
+    for t in (t for s in studies.values() for t in s.trials):
         if t.state != optuna.trial.TrialState.COMPLETE:
             continue
         run_dir = args.out / "trials" / t.user_attrs["ray_trial_id"]

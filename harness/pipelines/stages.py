@@ -100,7 +100,7 @@ def _obtain(ctx: RunContext, name: str, kind: str, key_parts: dict[str, Any], bu
     logger.info("%s: reusing trained stage %s (best %s %.4f)", name, key, metric_name, record["best_metric"])
     for epoch_record in record.get("history", []):  # replayed, so a study's per-epoch reports line up
         for cb in ctx.callbacks:
-            cb(name, dict(epoch_record))
+            cb(name, {**epoch_record, "replayed": True})
     return Stage(name, model, {**record, "cached": True})
 
 

@@ -208,20 +208,23 @@ def study_section(study_dir: Path, fig_dir: Path) -> tuple[Section, list[str]]:
             s.blocks.append(f"<h3>{summ.name}</h3>")
         counts = ST.state_counts(summ)
         if not counts.empty:
-            s.blocks.append(table(counts, caption="Trials per pipeline and state."))
+            s.blocks.append(table(counts, caption="Trials per pipeline and state (PRUNED: stopped early by ASHA)."))
         if summ.trials["value"].notna().any():
             s.blocks.append(figure(_save(ST.trials_figure(summ), fig_dir, f"study_trials_{k}"),
                                    f"{summ.objective} of each trial by trial number and completion time; the line is "
-                                   "the best complete trial so far. Hollow: pruned/failed trials with a reported "
-                                   "value. ASHA-stopped trials count as complete with their last value."))
+                                   "the best complete trial so far. Trials stopped early by ASHA are PRUNED in "
+                                   "Optuna and have no value (counted in the table above, not plotted); hollow: "
+                                   "other non-complete trials with a value."))
         if summ.importances:
             s.blocks.append(figure(_save(ST.importance_figure(summ), fig_dir, f"study_importance_{k}"),
-                                   "Parameter importances (fANOVA over the complete trials of each pipeline)."))
+                                   "Parameter importances (fANOVA over the complete trials of each pipeline); "
+                                   "simplex weights are the normalised weights each trial ran with."))
         best = ST.best_configs(summ)
         if not best.empty:
             s.blocks.append("<h3>Best configuration of each pipeline</h3>")
             formats = {c: "g" for c in best.columns if c not in ("pipeline", "trial")}
-            s.blocks.append(table(best, formats, "Best complete trial by the first objective."))
+            s.blocks.append(table(best, formats, "Best complete trial by the first objective (PRUNED trials never "
+                                                 "qualify); loss weights are the effective normalised weights."))
         for note in summ.notes:
             s.blocks.append(paragraph(note))
         notes += summ.notes

@@ -1,9 +1,15 @@
 """The study part of the report: trials over time, best value so far, parameter importances and
 the best configuration of each pipeline, read from the study's Optuna RDB (``optuna.db``).
 
-Trials carry the user attribute ``pipeline`` (a registered pipeline name). Only the first objective is plotted for a
-multi-objective study. Trials that ASHA stopped early are stored as COMPLETE with their last
-value, so "best" here is the best reported value, not necessarily at full budget.
+A study keeps each pipeline in its own Optuna study ``<study>:<pipeline>`` (user attributes ``study``
+and ``pipeline``); they are read back as one :class:`StudySummary`. A database written before that
+(one study for all pipelines, trials tagged with the user attribute ``pipeline``) reads the same way.
+Only the first objective is plotted for a multi-objective study. Trials that ASHA stopped early are
+stored as PRUNED (no value), so "best" here is always a trial evaluated with its full budget.
+
+Parameters are shown as the trial's run used them: a simplex's raw draws (``simplex.<field>``) are
+replaced by the normalised weights from the trial's ``overrides`` user attribute, in the trials table,
+the importances and the best configurations.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,18 +25,19 @@ import pandas as pd
 from harness.errors import DataError
 from harness.report.figures import color as pipeline_color
 from harness.report.figures import styled, subplots
+from harness.tune.space import SIMPLEX_PREFIX
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class StudySummary:
-    """Plain tables extracted from one Optuna study."""
+    """Plain tables extracted from one study (its per-pipeline Optuna studies, or a legacy single one)."""
 
     name: str
     objective: str
     direction: str  # "maximize" | "minimize"
-    trials: pd.DataFrame  # number, pipeline, state, value, datetime_start, datetime_complete, params_*
+    trials: pd.DataFrame  # number (in its pipeline's study), pipeline, state, value, datetimes, params_*
     importances: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -43,14 +51,34 @@ def _objective_name(study) -> str:
     return str(names[0]) if names else "objective"
 
 
+def effective_params(trial) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(params, distributions) of a trial as its run used them: each raw simplex draw
+    ``simplex.<field>`` becomes ``<field>`` with the normalised weight from the ``overrides`` user
+    attribute (a weight in [0, 1]); raw draws without an override are kept as they are."""
+    from optuna.distributions import FloatDistribution
+
+    overrides = trial.user_attrs.get("overrides") or {}
+    params: dict[str, Any] = {}
+    dists: dict[str, Any] = {}
+    for name, value in trial.params.items():
+        field_name = name.removeprefix(SIMPLEX_PREFIX)
+        if name.startswith(SIMPLEX_PREFIX) and isinstance(overrides.get(field_name), (int, float)):
+            params[field_name], dists[field_name] = float(overrides[field_name]), FloatDistribution(0.0, 1.0)
+        else:
+            params[name], dists[name] = value, trial.distributions[name]
+    return params, dists
+
+
 def trials_table(study) -> pd.DataFrame:
-    """One row per trial with its pipeline, state, first objective value, times and params."""
+    """One row per trial with its pipeline, state, first objective value, times and effective params."""
     rows = []
+    default = study.user_attrs.get("pipeline", "?")  # a queued trial has no attributes yet
     for t in study.get_trials(deepcopy=False):
-        rows.append({"number": t.number, "pipeline": str(t.user_attrs.get("pipeline", "?")).upper(),
+        params, _ = effective_params(t)
+        rows.append({"number": t.number, "pipeline": str(t.user_attrs.get("pipeline", default)).upper(),
                      "state": t.state.name, "value": float(t.values[0]) if t.values else np.nan,
                      "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete,
-                     **{f"params_{k}": v for k, v in t.params.items()}})
+                     **{f"params_{k}": v for k, v in params.items()}})
     return pd.DataFrame(rows)
 
 
@@ -63,21 +91,24 @@ def best_so_far(values: np.ndarray, direction: str) -> np.ndarray:
 
 
 def importances(study, pipeline: str, seed: int = 0) -> tuple[dict[str, float], str | None]:
-    """fANOVA importances over the COMPLETE trials of one pipeline, or ({}, why not)."""
+    """fANOVA importances over the COMPLETE trials of one pipeline (effective params), or ({}, why not)."""
     import optuna
 
     complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                 if str(t.user_attrs.get("pipeline", "")).upper() == pipeline]
     if len(complete) < 2:
         return {}, f"pipeline {pipeline}: {len(complete)} complete trial(s); importances need at least 2"
-    common = set.intersection(*(set(t.params) for t in complete))
-    varying = sorted(p for p in common if len({repr(t.params[p]) for t in complete}) > 1)
+    effective = [(*effective_params(t), t.values) for t in complete]
+    common = set.intersection(*(set(params) for params, _, _ in effective))
+    varying = sorted(p for p in common if len({repr(params[p]) for params, _, _ in effective}) > 1)
     if not varying:
         return {}, f"pipeline {pipeline}: no parameter takes more than one value in its complete trials"
-    if len({t.values[0] for t in complete}) < 2:
+    if len({values[0] for _, _, values in effective}) < 2:
         return {}, f"pipeline {pipeline}: every complete trial has the same objective value"
     sub = optuna.create_study(directions=study.directions)
-    sub.add_trials(complete)
+    sub.add_trials([optuna.trial.create_trial(params={k: params[k] for k in common},
+                                              distributions={k: dists[k] for k in common}, values=values)
+                    for params, dists, values in effective])
     try:
         imp = optuna.importance.get_param_importances(
             sub, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed), params=varying,
@@ -110,19 +141,32 @@ def _summaries(db: Path) -> list[StudySummary]:
         names = optuna.get_all_study_names(storage=url)
     except Exception as e:  # noqa: BLE001 - sqlalchemy raises many types for a broken file
         raise DataError(f"{db}: cannot read the Optuna storage ({type(e).__name__}: {e}).") from None
-    out = []
+    groups: dict[str, list] = {}  # study name -> its Optuna studies (one per pipeline, or one legacy study)
     for name in names:
         study = optuna.load_study(study_name=name, storage=url)
-        table = trials_table(study)
-        s = StudySummary(name, _objective_name(study), study.directions[0].name.lower(), table)
-        if len(study.directions) > 1:
-            s.notes.append(f"{name} has {len(study.directions)} objectives; plots show the first ({s.objective}).")
-        for p in sorted(set(table["pipeline"])) if not table.empty else []:
-            imp, why = importances(study, p)
-            if imp:
-                s.importances[p] = imp
-            elif why:
-                s.notes.append(f"Parameter importances skipped for {why}.")
+        parent = study.user_attrs.get("study") if study.user_attrs.get("pipeline") else None
+        groups.setdefault(str(parent or name), []).append(study)
+    out = []
+    for name, studies in groups.items():
+        first = studies[0]
+        tables = [t for t in (trials_table(st) for st in studies) if not t.empty]
+        table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+        s = StudySummary(name, _objective_name(first), first.directions[0].name.lower(), table)
+        legacy = len(studies) == 1 and not first.user_attrs.get("pipeline")
+        if legacy and not table.empty and table["pipeline"].nunique() > 1:
+            s.notes.append(f"{name} was written before each pipeline had its own Optuna study: one sampler shared the "
+                           "trial budget among the pipelines, so their trial counts may differ.")
+        if len(first.directions) > 1:
+            s.notes.append(f"{name} has {len(first.directions)} objectives; plots show the first ({s.objective}).")
+        for st in studies:
+            pipes = {str(t.user_attrs["pipeline"]).upper() for t in st.get_trials(deepcopy=False)
+                     if "pipeline" in t.user_attrs}
+            for p in sorted(pipes):
+                imp, why = importances(st, p)
+                if imp:
+                    s.importances[p] = imp
+                elif why:
+                    s.notes.append(f"Parameter importances skipped for {why}.")
         out.append(s)
     return out
 

@@ -23,7 +23,15 @@ import yaml
 from optuna.trial import FrozenTrial
 
 from harness.errors import ConfigError
-from harness.tune.bookkeeping import best_trials, count_finished, open_storage, reconcile, study_exists
+from harness.tune.bookkeeping import (
+    best_trials,
+    count_finished,
+    is_legacy,
+    load_studies,
+    open_storage,
+    reconcile,
+    trial_budgets,
+)
 from harness.tune.paths import StudyPaths
 from harness.tune.study import StudySpec
 
@@ -38,9 +46,12 @@ def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None,
               ray_init: dict[str, Any] | None = None, epoch_hooks: Sequence[EpochCallback] = ()) -> dict[str, Any]:
     """Search (or resume), then the final seeded runs of the best config of each pipeline.
 
+    Each pipeline is searched in its own Optuna study ``<study>:<pipeline>`` with its own trial budget
+    (:func:`~harness.tune.bookkeeping.trial_budgets`); a resume tops every pipeline up to its budget.
+
     ``epoch_hooks`` run in every trial after each epoch (picklable callables, e.g. the fault
     injection of :mod:`harness.tune.testing`). Returns a summary dict: study name, storage,
-    finished trials, seconds, best trial per pipeline, final run dirs.
+    finished trials (in all and per pipeline), seconds, best trial per pipeline, final run dirs.
     """
     from harness.tune.tuner import cuda_available, final_tuner, init_ray, search_tuner
 
@@ -49,32 +60,41 @@ def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None,
     url = storage_url or paths.storage_url
     with quiet_optuna():
         storage = open_storage(url)
-        if study_exists(spec.name, storage) and not resume:
-            study = optuna.load_study(study_name=spec.name, storage=storage)
-            raise ConfigError(f"{paths.root}: study {spec.name} already has {len(study.trials)} trials in {url}; "
+        if is_legacy(spec, storage):
+            raise ConfigError(f"{paths.root}: study {spec.name} in {url} was written by an older harness (one Optuna "
+                              f"study for all pipelines); `harness study status` and `harness report` still read it, "
+                              f"but it cannot be resumed: start it again with another --out.")
+        existing = load_studies(spec, storage)
+        if existing and not resume:
+            n = sum(len(s.trials) for s in existing.values())
+            raise ConfigError(f"{paths.root}: study {spec.name} already has {n} trials in {url}; "
                               f"pass --resume to continue it, or choose another --out.")
         data_root = prepare_data(spec, data_dir)
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"dir": data_root})})
         paths.spec.write_text(yaml.safe_dump(json.loads(spec.model_dump_json()), sort_keys=False))  # resume: no --data
-        finished, requeued = reconcile(spec, storage)
+        done, requeued = reconcile(spec, storage)
         if requeued:
-            logger.info("resuming: %d finished trials kept, %d interrupted trial(s) queued again", finished, requeued)
-        remaining = spec.n_trials - finished
+            logger.info("resuming: %d finished trials kept, %d interrupted trial(s) queued again", sum(done.values()),
+                        requeued)
+        budgets = trial_budgets(spec)
+        remaining = {p: max(0, budgets[p] - done[p]) for p in spec.pipelines}
         init_ray(address, ray_init)
         cuda = cuda_available()
         t0 = time.perf_counter()
-        if remaining > 0:
-            logger.info("study %s: %d trial(s) to run (%s sampler, %s scheduler, %s per trial)", spec.name, remaining,
-                        spec.sampler, spec.scheduler.type, spec.resources.per_trial(cuda))
-            search_tuner(spec, paths, storage=storage, remaining=remaining, data_dir=data_root, cuda=cuda,
+        if sum(remaining.values()) > 0:
+            logger.info("study %s: %s trial(s) to run (%s sampler, %s scheduler, %s per trial)", spec.name,
+                        ", ".join(f"{p} {n}" for p, n in remaining.items()), spec.sampler, spec.scheduler.type,
+                        spec.resources.per_trial(cuda))
+            search_tuner(spec, paths, storage=storage, done=done, data_dir=data_root, cuda=cuda,
                          epoch_hooks=epoch_hooks).fit()
-        study = optuna.load_study(study_name=spec.name, storage=storage)
-        best = best_trials(study, spec)
+        studies = load_studies(spec, storage)
+        best = best_trials(studies.values(), spec)
         runs = final_runs(spec, best, paths.final) if (spec.final.enabled if final is None else final) else []
         if runs:
             final_tuner(spec, paths, runs, data_dir=data_root, cuda=cuda, epoch_hooks=epoch_hooks).fit()
-        return {"study": spec.name, "storage": url, "finished": count_finished(study),
-                "seconds": time.perf_counter() - t0,
+        finished = {p: count_finished(s) for p, s in studies.items()}
+        return {"study": spec.name, "storage": url, "finished": sum(finished.values()),
+                "finished_per_pipeline": finished, "seconds": time.perf_counter() - t0,
                 "best": {p: {"number": t.number, "values": t.values, "overrides": t.user_attrs.get("overrides")}
                          for p, t in best.items()},
                 "final": [str(paths.final / r["dir"] if r.get("dir") else paths.final_run(r["pipeline"], r["seed"]))

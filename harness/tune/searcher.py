@@ -1,18 +1,29 @@
-"""OptunaSearch that knows the harness's trial protocol (imported lazily: it pulls in Ray)."""
+"""Ray Tune searchers of a study (imported lazily: they pull in Ray).
+
+:class:`HarnessSearch` is OptunaSearch that knows the harness's trial protocol, for one pipeline and
+its own Optuna study. :class:`PerPipelineSearch` owns one of them per pipeline and decides which
+pipeline the next trial goes to, so that every pipeline gets the same budget whatever its early scores
+(one TPE over a ``pipeline`` categorical spends the budget on the early leader).
+"""
 
 from __future__ import annotations
 
 import math
+import pickle
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from harness.tune.folds import fold_attrs
 from harness.tune.space import SearchSpace, suggest
 
 
 class SpaceFunction:
-    """Define-by-run space (a picklable object, since Tune checkpoints the searcher)."""
+    """Define-by-run space of one pipeline (a picklable object, since Tune checkpoints the searcher)."""
 
     def __init__(self, space: SearchSpace, pipelines: list[str]):
         self.space, self.pipelines = space, pipelines
@@ -55,7 +66,99 @@ class HarnessSearch(OptunaSearch):
         if not error and (not result or not result.get("final")):
             return self._tell(trial_id, optuna.trial.TrialState.PRUNED)
         if not error and result:
+            for key, value in fold_attrs(result).items():  # a finished Optuna trial cannot take attributes
+                self._ot_trials[trial_id].set_user_attr(key, value)
             values = [result.get(m) for m in self._objective_metrics]
             if any(not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
                 return self._tell(trial_id, optuna.trial.TrialState.FAIL)
         return super().on_trial_complete(trial_id, result, error)
+
+
+def next_pipeline(targets: Mapping[str, int], used: Mapping[str, int],
+                  seconds: Mapping[str, float] | None = None) -> str | None:
+    """The pipeline the next trial goes to, or None when every pipeline has used its trial budget.
+
+    ``targets``: each pipeline's trial budget; ``used``: trials finished or started so far. Among the
+    pipelines with budget left, the one with the smallest share of its budget used (equal budgets:
+    the fewest trials), or with ``seconds`` (a time-budgeted study) the fewest trial-seconds spent;
+    ties go to the study's order (the mapping's order).
+    """
+    open_ = [p for p in targets if used.get(p, 0) < targets[p]]
+    if not open_:
+        return None
+    if seconds is not None:
+        return min(open_, key=lambda p: seconds.get(p, 0.0))
+    return min(open_, key=lambda p: used.get(p, 0) / targets[p])
+
+
+class PerPipelineSearch(Searcher):
+    """One :class:`HarnessSearch` per pipeline (its own Optuna study and sampler state), fed in turn.
+
+    ``targets`` are the pipelines' trial budgets and ``done`` the trials that already count against
+    them (finished before a resume); ``spent`` the trial-seconds they took. With ``by_time`` the next
+    trial goes to the pipeline with the fewest trial-seconds (finished + running), else to the one
+    with the fewest trials; results are routed back to the searcher that suggested the trial.
+    """
+
+    def __init__(self, searchers: dict[str, HarnessSearch], *, targets: Mapping[str, int],
+                 done: Mapping[str, int] | None = None, spent: Mapping[str, float] | None = None,
+                 by_time: bool = False, metric: str | list[str], mode: str | list[str]) -> None:
+        super().__init__(metric=metric, mode=mode)  # type: ignore[arg-type]  # Ray's hints say str only
+        missing = set(targets) - set(searchers)
+        if missing:
+            raise ValueError(f"targets name pipelines without a searcher: {sorted(missing)}")
+        self._searchers = searchers
+        self._targets = dict(targets)
+        self._used = {p: int((done or {}).get(p, 0)) for p in targets}
+        self._seconds = {p: float((spent or {}).get(p, 0.0)) for p in targets}
+        self._by_time = by_time
+        self._owner: dict[str, str] = {}  # Ray trial id -> pipeline
+        self._started: dict[str, float] = {}  # running Ray trial id -> monotonic start
+
+    @property
+    def used(self) -> dict[str, int]:
+        """Trials per pipeline that count against its budget (done before + suggested here)."""
+        return dict(self._used)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return all([s.set_search_properties(metric, mode, config, **spec) for s in self._searchers.values()])
+
+    def _seconds_now(self) -> dict[str, float]:
+        now = time.monotonic()
+        out = dict(self._seconds)
+        for trial_id, t0 in self._started.items():
+            out[self._owner[trial_id]] += now - t0
+        return out
+
+    def suggest(self, trial_id: str) -> dict | str | None:  # type: ignore[override]  # Ray's hint omits FINISHED
+        pipeline = next_pipeline(self._targets, self._used, self._seconds_now() if self._by_time else None)
+        if pipeline is None:
+            return Searcher.FINISHED
+        cfg = self._searchers[pipeline].suggest(trial_id)
+        if cfg is None or cfg == Searcher.FINISHED:
+            return cfg
+        self._owner[trial_id] = pipeline
+        self._started[trial_id] = time.monotonic()
+        self._used[pipeline] += 1
+        return cfg
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._owner:
+            self._searchers[self._owner[trial_id]].on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pipeline = self._owner.get(trial_id)
+        if pipeline is None:
+            return
+        t0 = self._started.pop(trial_id, None)
+        if t0 is not None:
+            self._seconds[pipeline] += time.monotonic() - t0
+        self._searchers[pipeline].on_trial_complete(trial_id, result, error)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__.copy(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))

@@ -8,8 +8,9 @@ params:
 simplex:                       # weights that sum to 1 (Dirichlet(1) via normalised exponentials)
   - fields: [segmenter.loss.dice, segmenter.loss.focal, segmenter.loss.lovasz]
 ```
-``when`` makes a parameter exist only for some pipelines (task orders); the pipeline itself is the
-categorical parameter ``pipeline`` over the study's pipelines.
+``when`` makes a parameter exist only for some pipelines (task orders). A study searches each pipeline
+in its own Optuna study, so its trials have no ``pipeline`` parameter; only a W&B sweep, which has one
+search for everything, samples the pipeline as the categorical parameter ``pipeline``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pydantic import Field, field_validator, model_validator
 from harness.config import Strict
 
 PIPELINE_PARAM = "pipeline"
+SIMPLEX_PREFIX = "simplex."
+"""Optuna parameter name of a raw simplex draw: ``simplex.<field>`` (the run sees the normalised weight)."""
 
 
 class When(Strict):
@@ -153,7 +156,7 @@ class Simplex(Strict):
         return self.when is None or pipeline in self.when.pipeline
 
     def raw_names(self) -> list[str]:
-        return [f"simplex.{f}" for f in self.fields]
+        return [f"{SIMPLEX_PREFIX}{f}" for f in self.fields]
 
 
 class SearchSpace(Strict):
@@ -243,7 +246,7 @@ def to_wandb_parameters(space: SearchSpace, pipelines: list[str]) -> dict[str, A
 
 def normalise_raw(params: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
     """Turn ``simplex.<field>`` raw draws (from W&B) into normalised weights on the real fields."""
-    out = {k: v for k, v in params.items() if not k.startswith("simplex.")}
+    out = {k: v for k, v in params.items() if not k.startswith(SIMPLEX_PREFIX)}
     for group in space.simplex:
         raw = [params.get(n) for n in group.raw_names()]
         values = [float(v) for v in raw if v is not None]

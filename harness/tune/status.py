@@ -6,11 +6,10 @@ import json
 import math
 from pathlib import Path
 
-import optuna
 import pandas as pd
 
 from harness.errors import ConfigError
-from harness.tune.bookkeeping import best_trials, open_storage
+from harness.tune.bookkeeping import best_trials, load_studies, open_storage, trial_budgets
 from harness.tune.paths import StudyPaths
 from harness.tune.study import StudySpec
 
@@ -25,29 +24,36 @@ def load_spec(study_dir: Path) -> StudySpec:
 
 
 def study_table(study_dir: Path, storage_url: str | None = None) -> tuple[pd.DataFrame, dict]:
-    """One row per trial: number, state, pipeline, params, objective values, seconds."""
+    """One row per trial: pipeline, number (in its pipeline's study), state, objective values, seconds,
+    params; and the best trial of each pipeline. Reads per-pipeline studies and legacy single ones."""
     spec = load_spec(study_dir)
     paths = StudyPaths(Path(study_dir))
     if storage_url is None and not paths.db.exists():
         raise ConfigError(f"{paths.db}: no Optuna storage yet; start the study with `harness study run`.")
     storage = open_storage(storage_url or paths.storage_url)
-    try:
-        study = optuna.load_study(study_name=spec.name, storage=storage)
-    except KeyError:
-        raise ConfigError(f"{storage_url or paths.db}: no study named {spec.name}.") from None
+    studies = load_studies(spec, storage)
+    if not studies:
+        raise ConfigError(f"{storage_url or paths.db}: no study named {spec.name} "
+                          f"(nor its per-pipeline studies {spec.name}:<pipeline>).")
     rows = []
-    for t in study.trials:
-        values = t.values or [math.nan] * len(spec.objectives)
-        seconds = math.nan
-        if t.datetime_complete and t.datetime_start:
-            seconds = (t.datetime_complete - t.datetime_start).total_seconds()
-        state = t.state.name + (" (interrupted)" if t.user_attrs.get("interrupted") else "")
-        row = {"number": t.number, "state": state,
-               "pipeline": t.user_attrs.get("pipeline", t.params.get("pipeline", "")),
-               **{o.metric: v for o, v in zip(spec.objectives, values, strict=False)}, "seconds": seconds,
-               "params": json.dumps(t.user_attrs.get("overrides", {}), sort_keys=True)}
-        rows.append(row)
-    return pd.DataFrame(rows), best_trials(study, spec)
+    for study in studies.values():
+        for t in study.trials:
+            values = t.values or [math.nan] * len(spec.objectives)
+            seconds = math.nan
+            if t.datetime_complete and t.datetime_start:
+                seconds = (t.datetime_complete - t.datetime_start).total_seconds()
+            state = t.state.name + (" (interrupted)" if t.user_attrs.get("interrupted") else "")
+            pipeline = t.user_attrs.get("pipeline", study.user_attrs.get("pipeline", t.params.get("pipeline", "")))
+            rows.append({"pipeline": pipeline, "number": t.number,
+                         "state": state, **{o.metric: v for o, v in zip(spec.objectives, values, strict=False)},
+                         "seconds": seconds, "params": json.dumps(t.user_attrs.get("overrides", {}), sort_keys=True)})
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        order = {p: k for k, p in enumerate(spec.pipelines)}
+        table = table.sort_values(["pipeline", "number"], key=lambda c: c.map(order) if c.name == "pipeline" else c,
+                                  ignore_index=True)
+    table.attrs["budgets"] = trial_budgets(spec)
+    return table, best_trials(studies.values(), spec)
 
 
 def format_status(table: pd.DataFrame, best: dict) -> str:
@@ -56,6 +62,11 @@ def format_status(table: pd.DataFrame, best: dict) -> str:
     counts = table.state.value_counts().to_dict()
     lines = [table.to_string(index=False, float_format=lambda v: f"{v:.4f}", max_colwidth=80), "",
              "states: " + ", ".join(f"{k} {v}" for k, v in counts.items())]
+    budgets = table.attrs.get("budgets") or {}
+    if budgets:
+        finished = table[table.state.isin(["COMPLETE", "PRUNED", "FAIL"])].groupby("pipeline").size()
+        lines.append("finished / budget: " + ", ".join(f"{p} {int(finished.get(p, 0))}/{n}"
+                                                       for p, n in budgets.items()))
     for p, t in sorted(best.items()):
         lines.append(f"best {p}: trial {t.number} values={[round(v, 4) for v in t.values]} "
                      f"{json.dumps(t.user_attrs.get('overrides', {}), sort_keys=True)}")

@@ -109,6 +109,9 @@ class StudySpec(Strict):
     search_space: SearchSpace = SearchSpace()
     objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1, max_length=3)
     trials: int | None = Field(None, ge=1, description="None with the grid sampler: the whole grid")
+    trials_per_pipeline: int | dict[str, int] | None = Field(
+        None, description="each pipeline's trial budget (one number, or pipeline -> trials); "
+                          "default: `trials` split equally")
     time_budget_minutes: float | None = Field(None, gt=0)
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     seed: int = 42
@@ -152,14 +155,32 @@ class StudySpec(Strict):
                              f"add e.g. base: {{{missing[0]}: tiny-{missing[0]}}}")
         if self.sampler == "grid":
             grid(self.search_space, list(self.pipelines))  # raises for simplexes / steps missing
-        elif self.trials is None:
-            raise ValueError(f"trials must be set for the {self.sampler} sampler")
+        elif self.trials is None and self.trials_per_pipeline is None:
+            raise ValueError(f"trials (or trials_per_pipeline) must be set for the {self.sampler} sampler")
+        self._check_trials_per_pipeline()
         return self
+
+    def _check_trials_per_pipeline(self) -> None:
+        per = self.trials_per_pipeline
+        if per is None:
+            return
+        counts = per if isinstance(per, dict) else dict.fromkeys(self.pipelines, per)
+        if set(counts) != set(self.pipelines):
+            raise ValueError(f"trials_per_pipeline must name every pipeline of {list(self.pipelines)} once, "
+                             f"but names {sorted(counts)}")
+        if any(n < 1 for n in counts.values()):
+            raise ValueError(f"trials_per_pipeline must be >= 1 for every pipeline, but got {counts}")
+        if self.trials is not None and sum(counts.values()) != self.trials:
+            raise ValueError(f"trials={self.trials} differs from the sum of trials_per_pipeline "
+                             f"({sum(counts.values())}); set one of them")
 
     @property
     def n_trials(self) -> int:
         if self.trials is not None:
             return self.trials
+        if self.trials_per_pipeline is not None:
+            per = self.trials_per_pipeline
+            return sum(per.values()) if isinstance(per, dict) else per * len(self.pipelines)
         return grid_size(self.search_space, list(self.pipelines))
 
     @property

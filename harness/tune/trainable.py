@@ -1,8 +1,9 @@
 """One trial of a study, wherever it runs: a Ray Tune function trainable, a final re-run, ``harness trial``.
 
 The trial protocol the scheduler and the searcher rely on: intermediate reports carry the current
-stage's validation metric as ``proxy`` (what ASHA compares) with ``final=0``; only a trial's last
-report (``final=1``) carries the objective. A trial stopped by the scheduler therefore never has a
+stage's validation metric as ``proxy`` (what ASHA compares, oriented like the objective) at its
+stage-aligned time ``stage_time`` with ``final=0`` (see :mod:`harness.tune.timeline`); only a trial's
+last report (``final=1``) carries the objective. A trial stopped by the scheduler therefore never has a
 final report, and the searcher stores it in Optuna as PRUNED, never as COMPLETE with a proxy value.
 
 Nothing here imports Ray at module level: ``harness trial`` (a W&B agent) runs trials without it.
@@ -20,12 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from harness.tune.paths import StudyPaths
 from harness.tune.study import StudySpec
+from harness.tune.timeline import PROXY, StageTimeline
 
 if TYPE_CHECKING:  # the real import pulls in torch, which the driver does not need for this module
     from harness.engine.fit import EpochCallback
-
-PROXY = "proxy"
-"""Metric of intermediate reports: the running stage's validation metric (see the module docstring)."""
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -57,13 +56,13 @@ def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run
                            name=tracker_name or run_dir.name, config={"pipeline": pipeline, **overrides},
                            directory=tracker_dir or run_dir, mode=spec.wandb.mode)
     objectives = [o.metric for o in spec.objectives]
+    timeline = StageTimeline.of(spec, pipeline) if report is not None else None
 
     def on_epoch(stage: str, record: dict[str, Any]) -> None:
         tracker.log_epoch(stage, record)
-        if report is not None:
-            value = float(record["val_metric"])
-            report({PROXY: value, **dict.fromkeys(objectives, value), "final": 0, "stage": stage,
-                    "epoch": record["epoch"]})
+        if report is not None and timeline is not None:
+            report({**timeline.report(stage, record), **dict.fromkeys(objectives, float(record["val_metric"])),
+                    "final": 0})
 
     def log_fold(k: int) -> EpochCallback:
         return lambda stage, record: tracker.log_epoch(f"fold{k}/{stage}", record)

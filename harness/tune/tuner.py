@@ -12,15 +12,17 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
 
+from harness.tune.bookkeeping import trial_budgets
 from harness.tune.paths import StudyPaths
 from harness.tune.study import StudySpec
-from harness.tune.trainable import PROXY, ray_trainable
+from harness.tune.timeline import stage_plan
+from harness.tune.trainable import ray_trainable
 
 if TYPE_CHECKING:
     from ray import tune
@@ -60,23 +62,25 @@ def cuda_available() -> bool:
 
 def build_tuner(spec: StudySpec, paths: StudyPaths, *, mode: Mode, data_dir: Path | None, cuda: bool, total: int,
                 tune_config: dict[str, Any] | None = None, param_space: dict[str, Any] | None = None,
-                epoch_hooks: Sequence[EpochCallback] = ()) -> tune.Tuner:
+                epoch_hooks: Sequence[EpochCallback] = (),
+                trainable: Callable[..., None] = ray_trainable) -> tune.Tuner:
     """A Tuner running :func:`ray_trainable` in ``mode`` with the study's resources and failure policy.
 
     ``tune_config`` adds to the shared :class:`ray.tune.TuneConfig` fields (searcher, scheduler,
     sample count); ``epoch_hooks`` reach every trial through ``tune.with_parameters`` (so they must
-    be picklable); ``total`` is the number of trials for the progress messages.
+    be picklable); ``total`` is the number of trials for the progress messages; ``trainable`` is
+    :func:`ray_trainable` except in tests.
     """
     from ray import tune
 
     from harness.tune.callbacks import ProgressCallback
 
-    trainable = tune.with_resources(
-        tune.with_parameters(ray_trainable, spec_json=spec.model_dump_json(), study_dir=str(paths.root.resolve()),
+    wrapped = tune.with_resources(
+        tune.with_parameters(trainable, spec_json=spec.model_dump_json(), study_dir=str(paths.root.resolve()),
                              data_dir=str(data_dir) if data_dir else None, mode=mode, epoch_hooks=tuple(epoch_hooks)),
         spec.resources.per_trial(cuda))
     return tune.Tuner(
-        trainable, param_space=param_space,
+        wrapped, param_space=param_space,
         tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True,
                                     **(tune_config or {})),
         run_config=tune.RunConfig(name=f"{mode}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -85,14 +89,20 @@ def build_tuner(spec: StudySpec, paths: StudyPaths, *, mode: Mode, data_dir: Pat
                                   callbacks=[ProgressCallback(total, LABELS[mode])]))
 
 
-def search_tuner(spec: StudySpec, paths: StudyPaths, *, storage: optuna.storages.BaseStorage, remaining: int,
-                 data_dir: Path | None, cuda: bool, epoch_hooks: Sequence[EpochCallback] = ()) -> tune.Tuner:
-    """The search: ``remaining`` trials sampled by Optuna (into ``storage``), stopped early by ASHA."""
+def search_tuner(spec: StudySpec, paths: StudyPaths, *, storage: optuna.storages.BaseStorage, done: dict[str, int],
+                 data_dir: Path | None, cuda: bool, epoch_hooks: Sequence[EpochCallback] = (),
+                 trainable: Callable[..., None] = ray_trainable) -> tune.Tuner:
+    """The search: each pipeline's remaining trials (its budget minus ``done``) sampled by its own Optuna
+    study (into ``storage``), handed out in turn, stopped early by stage-aligned ASHA.
+
+    ``trainable`` replaces :func:`ray_trainable` in tests (same signature; importable by Ray workers).
+    """
     budget = spec.time_budget_minutes * 60 if spec.time_budget_minutes else None
+    remaining = sum(max(0, n - done.get(p, 0)) for p, n in trial_budgets(spec).items())
     return build_tuner(spec, paths, mode="search", data_dir=data_dir, cuda=cuda, total=remaining,
-                       tune_config={"search_alg": make_searcher(spec, storage), "scheduler": make_scheduler(spec),
+                       tune_config={"search_alg": make_searcher(spec, storage, done), "scheduler": make_scheduler(spec),
                                     "num_samples": remaining, "time_budget_s": budget},
-                       epoch_hooks=epoch_hooks)
+                       epoch_hooks=epoch_hooks, trainable=trainable)
 
 
 def final_tuner(spec: StudySpec, paths: StudyPaths, runs: list[dict[str, Any]], *, data_dir: Path | None, cuda: bool,
@@ -104,36 +114,40 @@ def final_tuner(spec: StudySpec, paths: StudyPaths, runs: list[dict[str, Any]], 
                        param_space={"run": tune.grid_search(runs)}, epoch_hooks=epoch_hooks)
 
 
-def make_searcher(spec: StudySpec, storage: optuna.storages.BaseStorage) -> tune.search.Searcher:
-    """The Optuna searcher of the spec's sampler, objectives and space, writing to ``storage``."""
-    from harness.tune.searcher import HarnessSearch, SpaceFunction
+def make_searcher(spec: StudySpec, storage: optuna.storages.BaseStorage,
+                  done: dict[str, int] | None = None) -> tune.search.Searcher:
+    """One Optuna searcher per pipeline (study ``<study>:<pipeline>`` in ``storage``; the spec's sampler,
+    objectives and space), fed in turn so that each pipeline gets its trial budget (or, with a time
+    budget, an equal share of trial-seconds, counting the trials of earlier runs)."""
+    from harness.tune.bookkeeping import load_studies, pipeline_study_name, seconds_spent
+    from harness.tune.searcher import HarnessSearch, PerPipelineSearch, SpaceFunction
 
     metrics = [o.metric for o in spec.objectives]
     modes = [o.mode for o in spec.objectives]
-    sampler = (optuna.samplers.TPESampler(seed=spec.seed, multivariate=True) if spec.sampler == "tpe"
-               else optuna.samplers.RandomSampler(seed=spec.seed))
-    return HarnessSearch(space=SpaceFunction(spec.search_space, list(spec.pipelines)),
-                         metric=metrics if len(metrics) > 1 else metrics[0], mode=modes if len(modes) > 1 else modes[0],
-                         sampler=sampler, study_name=spec.name, storage=storage, objective_metrics=metrics)
+    metric, mode = (metrics, modes) if len(metrics) > 1 else (metrics[0], modes[0])
+    searchers = {}
+    for k, p in enumerate(spec.pipelines):
+        seed = spec.seed + k  # pipelines must not draw the same random sequence
+        sampler = (optuna.samplers.TPESampler(seed=seed, multivariate=True) if spec.sampler == "tpe"
+                   else optuna.samplers.RandomSampler(seed=seed))
+        searchers[p] = HarnessSearch(space=SpaceFunction(spec.search_space, [p]), metric=metric, mode=mode,
+                                     sampler=sampler, study_name=pipeline_study_name(spec.name, p), storage=storage,
+                                     objective_metrics=metrics)
+    by_time = spec.time_budget_minutes is not None
+    spent = {p: seconds_spent(s) for p, s in load_studies(spec, storage).items()} if by_time else None
+    return PerPipelineSearch(searchers, targets=trial_budgets(spec), done=done, spent=spent, by_time=by_time,
+                             metric=metric, mode=mode)
 
 
 def make_scheduler(spec: StudySpec) -> tune.schedulers.TrialScheduler:
-    """ASHA per pipeline on the stage proxy, or FIFO (also for multi-objective studies, which
-    Tune's schedulers cannot rank)."""
+    """ASHA per (pipeline, stage) on the stage-aligned time axis in the first objective's mode, or FIFO
+    (also for multi-objective studies, which Tune's schedulers cannot rank)."""
     from ray.tune.schedulers import FIFOScheduler
 
-    from harness.tune.scheduler import PerPipelineASHA
+    from harness.tune.scheduler import StageAlignedASHA
 
     if spec.scheduler.type != "asha" or spec.multi_objective:
         return FIFOScheduler()
-    return PerPipelineASHA(metric=PROXY, mode="max", time_attr="training_iteration", max_t=_max_t(spec),
-                           grace_period=spec.scheduler.grace_period,
-                           reduction_factor=spec.scheduler.reduction_factor)
-
-
-def _max_t(spec: StudySpec) -> int:
-    """ASHA's ``max_t``: an upper bound on the epochs (= reports) of any trial of the study, from each
-    pipeline's epoch plan (registry)."""
-    from harness.pipelines.registry import get_pipeline
-
-    return max(get_pipeline(p).max_epochs(spec.run_config(p, {})) for p in spec.pipelines)
+    return StageAlignedASHA({p: stage_plan(spec, p) for p in spec.pipelines}, mode=spec.objectives[0].mode,
+                            grace_period=spec.scheduler.grace_period,
+                            reduction_factor=spec.scheduler.reduction_factor)

@@ -87,3 +87,61 @@ def test_study_without_runs_still_reports(tmp_path):
     html = (d / "report" / "index.html").read_text()
     assert html.index('id="study"') < html.index('id="table9"')  # the study comes first when it is all there is
     assert (d / "report" / "table9.csv").read_text().count("\n") == 11
+
+
+def test_per_pipeline_studies_read_as_one_summary_and_legacy_databases_still_read(tmp_path):
+    new, old = tmp_path / "new", tmp_path / "old"
+    make_study_db(new, n_trials=12)
+    make_study_db(old, n_trials=12, per_pipeline=False)
+    (s_new,), (s_old,) = ST.load_study_summaries(new), ST.load_study_summaries(old)
+    assert s_new.name == s_old.name == "fake-study"
+    for s in (s_new, s_old):
+        assert len(s.trials) == 13 and set(s.importances) == {"A", "B"}
+        assert ST.state_counts(s).set_index("pipeline").loc["B", "FAIL"] == 1
+    pd.testing.assert_frame_equal(ST.best_configs(s_new).drop(columns="trial"),
+                                  ST.best_configs(s_old).drop(columns="trial"))
+    assert ST.best_configs(s_new)["trial"].max() < 6, "trial numbers count within a pipeline's own study"
+    assert not any("before each pipeline" in n for n in s_new.notes)
+    assert any("before each pipeline had its own Optuna study" in n for n in s_old.notes)
+
+
+def simplex_study(url: str) -> None:
+    """Pipeline b's study with raw simplex draws as Optuna stores them and the weights the runs used."""
+    from harness.tune.space import simplex_weights
+
+    study = optuna.create_study(study_name="w:b", storage=url, direction="maximize")
+    study.set_user_attr("study", "w")
+    study.set_user_attr("pipeline", "b")
+    fields = ["segmenter.loss.dice", "segmenter.loss.focal", "segmenter.loss.lovasz"]
+    dist = optuna.distributions.FloatDistribution(1e-6, 1.0)
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        raw = rng.uniform(1e-6, 1.0, 3).tolist()
+        weights = dict(zip(fields, simplex_weights(raw), strict=True))
+        study.add_trial(optuna.trial.create_trial(
+            params={f"simplex.{f}": r for f, r in zip(fields, raw, strict=True)},
+            distributions={f"simplex.{f}": dist for f in fields}, value=0.5 + 0.4 * weights[fields[0]],
+            user_attrs={"pipeline": "b", "overrides": weights}))
+
+
+def test_simplex_weights_are_shown_as_the_effective_normalised_weights(tmp_path):
+    simplex_study(f"sqlite:///{tmp_path / 'optuna.db'}")
+    (s,) = ST.load_study_summaries(tmp_path)
+    best = ST.best_configs(s).iloc[0]
+    weights = [best[f"segmenter.loss.{k}"] for k in ("dice", "focal", "lovasz")]
+    assert sum(weights) == pytest.approx(1.0, abs=1e-5), "normalised weights, not raw draws"
+    assert not any(c.startswith("simplex.") for c in ST.best_configs(s).columns)
+    assert set(s.importances["B"]) == {"segmenter.loss.dice", "segmenter.loss.focal", "segmenter.loss.lovasz"}
+    assert max(s.importances["B"], key=s.importances["B"].get) == "segmenter.loss.dice", "the value follows dice"
+    trial = optuna.load_study(study_name="w:b", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials[0]
+    params, dists = ST.effective_params(trial)
+    assert set(params) == set(dists) and all(0 <= params[k] <= 1 for k in params)
+
+
+def test_captions_say_asha_stopped_trials_are_pruned(study_dir, tmp_path):
+    from harness.report.sections import study_section
+
+    section, _ = study_section(study_dir, tmp_path)
+    text = " ".join(map(str, section.blocks))
+    assert "PRUNED" in text and "count as complete" not in text
+    assert "ASHA" in ST.__doc__ and "stored as PRUNED" in ST.__doc__

@@ -86,7 +86,7 @@ wandb: {enabled: false}
         ray.shutdown()
     assert code == 0
     assert not (tmp_path / "out" / "optuna.db").exists(), "the sqlite default was not used"
-    trials = optuna.load_study(study_name="pg", storage=postgres_url).trials
+    trials = optuna.load_study(study_name="pg:a", storage=postgres_url).trials  # the study of pipeline a
     assert len(trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert {t.user_attrs["pipeline"] for t in trials} == {"a"}
     assert main(["study", "status", str(tmp_path / "out"), "--storage", postgres_url]) == 0

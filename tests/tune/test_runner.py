@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import optuna
@@ -45,38 +46,53 @@ def data(tmp_path_factory, make_dataset):
     return make_dataset(tmp_path_factory.mktemp("data") / "ds", n=32, size=40, images_per_patient=2)
 
 
-@pytest.fixture
-def ray_cpus():
-    import ray
-
-    ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.fixture(scope="module")
 def study(data, tmp_path_factory):
     import ray
 
     ray.shutdown()
     out = tmp_path_factory.mktemp("study") / "fast"
-    summary = run_study(fast_spec(), out, data_dir=data, ray_init={"num_cpus": 2, "log_to_driver": False})
+    spec = fast_spec(scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2})
+    summary = run_study(spec, out, data_dir=data, ray_init={"num_cpus": 2, "log_to_driver": False})
     ray.shutdown()
     return out, summary
 
 
 def complete_trials(out: Path, name: str = "fast"):
-    s = optuna.load_study(study_name=name, storage=StudyPaths(out).storage_url)
-    return [t for t in s.trials if t.state == optuna.trial.TrialState.COMPLETE], s
+    """COMPLETE trials of every pipeline, and the pipelines' Optuna studies (``<name>:<pipeline>``)."""
+    url = StudyPaths(out).storage_url
+    studies = {n.split(":", 1)[1]: optuna.load_study(study_name=n, storage=url)
+               for n in optuna.get_all_study_names(url) if n.startswith(f"{name}:")}
+    return [t for s in studies.values() for t in s.trials if t.state == optuna.trial.TrialState.COMPLETE], studies
 
 
 def test_study_finishes_with_both_pipelines(study):
     out, summary = study
-    trials, _ = complete_trials(out)
+    trials, studies = complete_trials(out)
     assert summary["finished"] == 4 and len(trials) == 4
-    assert {t.user_attrs["pipeline"] for t in trials} == {"a", "b"}
+    assert summary["finished_per_pipeline"] == {"a": 2, "b": 2}, "the budget is split equally"
+    assert {p: {t.user_attrs["pipeline"] for t in s.trials} for p, s in studies.items()} == {"a": {"a"}, "b": {"b"}}
     assert set(summary["best"]) == {"a", "b"}
+
+
+def test_reports_are_stage_aligned_and_cached_trials_are_never_pruned(study):
+    """ASHA is on (grace 1); evaluation-only trials replay their stages from the cache and all complete."""
+    from harness.pipelines.registry import get_pipeline
+
+    out, _ = study
+    trials, _ = complete_trials(out)
+    assert len(trials) == 4, "no trial was pruned"
+    replayed = 0
+    for results in (out / "ray").glob("search-*/*/result.json"):
+        rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+        epochs = [r for r in rows if not r.get("final")]
+        pipeline = yaml.safe_load((out / "trials" / rows[0]["trial_id"] / "config.yaml").read_text())["pipeline"]
+        stages = [s.name for s in get_pipeline(pipeline).stages]  # two stages of two epochs each (FAST)
+        times = [r["stage_time"] for r in epochs]
+        assert times == [2 * stages.index(r["stage"]) + r["epoch"] for r in epochs] == [1, 2, 3, 4]
+        assert all(r["proxy"] == r["stage_metric"] for r in epochs), "balanced accuracy is maximised: proxy as is"
+        replayed += all(r["replayed"] for r in epochs)
+    assert replayed == 2, "the second trial of each pipeline replayed both stages from the cache"
 
 
 def test_optuna_storage_holds_the_ray_trials_params(study):
@@ -245,21 +261,23 @@ def test_killed_driver_resumes_to_the_requested_count_without_duplicates(data, t
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    before, study = complete_trials(out)
+    before, _ = complete_trials(out)
     assert len(before) < 4
     done = subprocess.run([sys.executable, "-m", "harness", "-q", "study", "resume", str(out), "--data", str(data),
                            "--no-report"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    after, study = complete_trials(out)
+    after, studies = complete_trials(out)
     assert len(after) == 4
-    assert {t.number for t in before} <= {t.number for t in after}, "finished trials are kept, not re-run"
+    assert Counter(t.user_attrs["pipeline"] for t in after) == {"a": 2, "b": 2}, "the resume keeps the split"
+    kept = {(t.user_attrs["pipeline"], t.number) for t in before}  # numbers count within a pipeline's study
+    assert kept <= {(t.user_attrs["pipeline"], t.number) for t in after}, "finished trials are kept, not re-run"
     ids = [t.user_attrs["ray_trial_id"] for t in after]
     assert len(set(ids)) == 4
-    interrupted = [t for t in study.trials if t.user_attrs.get("interrupted")]
+    interrupted = [(p, t.number) for p, s in studies.items() for t in s.trials if t.user_attrs.get("interrupted")]
     retried = [t for t in after if "retry_of" in t.user_attrs]
-    assert sorted(t.number for t in interrupted) == sorted(t.user_attrs["retry_of"] for t in retried)
+    assert sorted(interrupted) == sorted((t.user_attrs["pipeline"], t.user_attrs["retry_of"]) for t in retried)
     for t in retried:
-        original = study.trials[t.user_attrs["retry_of"]]
+        original = studies[t.user_attrs["pipeline"]].trials[t.user_attrs["retry_of"]]
         assert t.params == original.params, "an interrupted trial runs again with the same parameters"
 
 
