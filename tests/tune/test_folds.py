@@ -132,7 +132,7 @@ def test_study_with_two_folds_on_ray(make_dataset, tmp_path):
         summary = run_study(cv, tmp_path / "study", data_dir=data, ray_init={"num_cpus": 2, "log_to_driver": False})
     finally:
         ray.shutdown()
-    study = optuna.load_study(study_name="cv", storage=f"sqlite:///{tmp_path / 'study' / 'optuna.db'}")
+    study = optuna.load_study(study_name="cv:c", storage=f"sqlite:///{tmp_path / 'study' / 'optuna.db'}")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 2
     for t in complete:
@@ -140,6 +140,8 @@ def test_study_with_two_folds_on_ray(make_dataset, tmp_path):
         folds = read_folds(trial_dir)
         assert folds is not None and (trial_dir / "fold1" / "metrics.json").is_file()
         assert t.values[0] == pytest.approx(statistics.fmean(folds["fold_values"]["balanced_accuracy"]))
+        assert t.user_attrs["fold_values"] == pytest.approx(folds["fold_values"]["balanced_accuracy"])
+        assert t.user_attrs["fold_std"] >= 0
     (final,) = summary["final"]
     assert (Path(final) / "metrics_test.json").is_file() and not (Path(final) / "fold0").exists()
     assert (data / "splits" / "study.fold1of2.json").is_file()
