@@ -41,8 +41,8 @@ def color(label: str) -> str:
 
 
 def pipeline_labels(table9: pd.DataFrame) -> list[str]:
-    """The pipelines of a Table 9 frame, in its column order (each has a ``<L>_ci_low`` column)."""
-    return [c[: -len("_ci_low")] for c in table9.columns if c.endswith("_ci_low") and not c.endswith("seed_ci_low")]
+    """The pipelines of a Table 9 frame, in its column order (each has a ``<L>_runs`` column)."""
+    return [c[: -len("_runs")] for c in table9.columns if c.endswith("_runs")]
 
 
 def styled(func):

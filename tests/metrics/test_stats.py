@@ -89,10 +89,19 @@ def test_wilcoxon_hand_cases():
 def test_across_seeds_ci_clipped_to_bounds():
     from harness.metrics.stats import across_seeds
 
-    wide = across_seeds(np.array([0.2, 0.9]))
+    wide = across_seeds(np.array([0.2, 0.9]), min_n=2)
     assert wide["ci_low"] < 0 and wide["ci_high"] > 1  # t with 1 degree of freedom
-    clipped = across_seeds(np.array([0.2, 0.9]), bounds=(0.0, 1.0))
+    clipped = across_seeds(np.array([0.2, 0.9]), bounds=(0.0, 1.0), min_n=2)
     assert (clipped["ci_low"], clipped["ci_high"]) == (0.0, 1.0) and clipped["mean"] == wide["mean"]
+
+
+def test_no_t_interval_below_three_seeds():
+    two = T.across_seeds(np.array([0.2, 0.9]))
+    assert two["mean"] == pytest.approx(0.55) and two["std"] == pytest.approx(np.std([0.2, 0.9], ddof=1))
+    assert np.isnan(two["ci_low"]) and np.isnan(two["ci_high"]) and two["n"] == 2
+    three = T.across_seeds(np.array([0.2, 0.5, 0.9]))
+    lo, hi = sps.t.interval(0.95, df=2, loc=np.mean([0.2, 0.5, 0.9]), scale=sps.sem([0.2, 0.5, 0.9]))
+    assert (three["ci_low"], three["ci_high"]) == pytest.approx((lo, hi))
 
 
 def test_replicates_of_any_registered_metric_and_nan_for_missing_columns():
