@@ -209,7 +209,8 @@ def _patient_means(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
 @paired_test("wilcoxon_dice", "Wilcoxon signed-rank (patients)", "per-patient mean Dice of the lesion images")
 def wilcoxon_dice(data: PairedData, metrics: Sequence[Metric], n_resamples: int, seed: int) -> dict[str, Outcome]:
     """Wilcoxon signed-rank test of per-patient mean lesion Dice (one pair per patient with a
-    lesion image; zero differences dropped). The same test for every Dice row that names it."""
+    lesion image, over the images with a Dice on both sides; zero differences dropped). The same
+    test for every Dice row that names it."""
     if not data.has("label", "dice"):
         return {}
     lesion = is_lesion(data.labels)
@@ -217,6 +218,8 @@ def wilcoxon_dice(data: PairedData, metrics: Sequence[Metric], n_resamples: int,
         return {}
     da = _nanmean([np.asarray(c["dice"], dtype=float) for c in data.first])[lesion]
     db = _nanmean([np.asarray(c["dice"], dtype=float) for c in data.second])[lesion]
+    unpaired = np.isnan(da) | np.isnan(db)  # a patient's mean covers the images both pipelines have
+    da[unpaired], db[unpaired] = np.nan, np.nan
     codes = patient_codes(data.patients[lesion])
     x, y = _patient_means(da, codes), _patient_means(db, codes)
     if np.isnan(x).all() or np.isnan(y).all():
