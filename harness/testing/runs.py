@@ -158,12 +158,13 @@ def make_run(run_dir: Path, images: Sequence[FakeImage], pipeline: str, seed: in
 
 
 def make_runs(root: Path, n_images: int = 30, seeds: Sequence[int] = (42,), size: tuple[int, int] = (128, 96),
-              test_fraction: float = 0.0, images_per_patient: int | Sequence[int] = (1, 2, 3),
+              test_fraction: float = 0.0, images_per_patient: int | Sequence[int] = (1, 2, 3, 2),
               patient_correlation: float = 0.8) -> list[Path]:
     """A shared fake dataset in ``root/data`` (``size`` = (w, h)) and one A and one B run per seed
     in ``root/run_{a,b}_s<seed>``, A a little more accurate and B a little better at masks.
 
-    Patients have 1-3 images (``images_per_patient``, cycled) whose outcomes are correlated
+    Patients have 1-3 images (``images_per_patient``, cycled; period 4, so that the image count
+    is not tied to the label, which cycles with period 3) whose outcomes are correlated
     (``patient_correlation``, see :func:`make_run`), as views of one lesion are in BUSI.
     """
     images = make_dataset(root / "data", n_images, size, seed=0, images_per_patient=images_per_patient).images

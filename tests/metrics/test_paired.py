@@ -110,3 +110,33 @@ def test_paired_data_checks_and_strategy_registry():
     assert get_paired_test("mcnemar_correct").unit == "images"  # kept for plug-ins; no Table 9 row uses it
     out = get_paired_test("mcnemar_correct").run(_hand_case(), [get_metric("accuracy")], 10, 0)["accuracy"]
     assert out["n_informative"] == 7 and out["p_value"] == pytest.approx(2 / 2**7)
+
+
+def test_patient_permutation_keeps_its_level_when_images_of_a_patient_are_alike():
+    """Under the null (A and B drawn alike) with images of a patient sharing their outcome, the
+    patient permutation test rejects about 5% at alpha 0.05; the image-level version (each image
+    its own patient) and McNemar on images reject far more often (1000 sets: 5.2% vs 13.6% and 12.2%)."""
+    from harness.metrics.stats import mcnemar
+
+    rng = np.random.default_rng(0)
+    sizes = np.tile([1, 2, 3, 2], 25)  # 100 patients, 200 images
+    patients = np.repeat([f"p{k}" for k in range(sizes.size)], sizes)
+    m, perm = [get_metric("balanced_accuracy")], get_paired_test("permutation")
+    rejected = {"patients": 0, "images": 0, "mcnemar": 0}
+    n_sets = 200
+    for r in range(n_sets):
+        y = np.repeat(rng.integers(0, 3, sizes.size), sizes)
+
+        def run(y: np.ndarray) -> np.ndarray:  # an image repeats its patient's outcome with probability 0.8
+            shared = np.repeat(rng.random(sizes.size) < 0.8, sizes)
+            right = np.where(rng.random(y.size) < 0.8, shared, rng.random(y.size) < 0.8)
+            return np.where(right, y, (y + 1 + rng.integers(0, 2, y.size)) % 3)
+
+        a, b = ({"label": y, "pred_label": run(y)} for _ in range(2))
+        for unit, ids in (("patients", patients), ("images", np.arange(y.size))):
+            p = perm.run(PairedData((a,), (b,), ids), m, 300, r)["balanced_accuracy"]["p_value"]
+            rejected[unit] += p < 0.05
+        rejected["mcnemar"] += mcnemar(a["pred_label"] == y, b["pred_label"] == y).pvalue < 0.05
+    rate = {k: v / n_sets for k, v in rejected.items()}
+    assert rate["patients"] <= 0.08, rate
+    assert rate["images"] >= 0.1 and rate["mcnemar"] >= 0.1, rate

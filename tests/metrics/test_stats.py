@@ -244,3 +244,22 @@ def test_permutation_pvalue_hand_case():
     assert T.permutation_pvalue(-2.0, np.array([-3.0, 1.0, 2.0, 0.5, np.nan])) == pytest.approx(0.6)
     assert T.permutation_pvalue(0.0, np.zeros(9)) == 1.0
     assert np.isnan(T.permutation_pvalue(np.nan, np.zeros(3))) and np.isnan(T.permutation_pvalue(1.0, [np.nan]))
+
+
+def test_stratified_patient_bootstrap_agrees_with_the_plain_cluster_bootstrap():
+    """Oracle: the textbook cluster bootstrap (draw P patients with replacement, any total of
+    images), written as a loop. Stratifying by image count to keep n fixed changes its spread by
+    no more than Monte-Carlo noise."""
+    rng = np.random.default_rng(7)
+    sizes = np.tile([1, 2, 3, 2], 25)  # 100 patients, 200 images
+    patients = _patients(sizes)
+    right = np.repeat(rng.random(sizes.size) < 0.75, sizes)  # a patient's images share their outcome
+    y = np.repeat(rng.integers(0, 3, sizes.size), sizes)
+    cols = {"label": y, "pred_label": np.where(right, y, (y + 1) % 3)}
+    strat = T.bootstrap_replicates(cols, 3000, seed=0, keys=["balanced_accuracy"],
+                                   patients=patients)["balanced_accuracy"]
+    members = [np.flatnonzero(patients == p) for p in np.unique(patients)]
+    draw = np.random.default_rng(1)
+    plain = [classification_metrics(y[i], cols["pred_label"][i])["balanced_accuracy"]
+             for i in (np.concatenate([members[k] for k in draw.integers(0, 100, 100)]) for _ in range(3000))]
+    assert strat.std() == pytest.approx(np.std(plain), rel=0.08)
