@@ -51,19 +51,20 @@ def table9_section(data, fig_dir: Path) -> Section:
                               "a missed lesion counting 0; sensitivity and specificity are malignant vs rest. "
                               "Bold: the better pipeline."))
     s.blocks.append(figure(_save(F.comparison_figure(data.table9), fig_dir, "table9_comparison"),
-                           "Table 9 as bars with 95% bootstrap CIs over patients; black diamonds are the paper's "
-                           "values (Fig. 9)."))
+                           "Table 9 as bars with the 95% CIs of the table (bootstrap over patients; with several "
+                           "runs over seeds and patients); black diamonds are the paper's values (Fig. 9)."))
     s.blocks.append("<h3>Paired tests on the same patients</h3>")
     if data.tests.empty:
         s.blocks.append(paragraph("No paired test: both pipelines must be evaluated on common images."))
     else:
         formats = {**{p: "3" for p in labels}, "difference": "3", "diff_ci_low": "3", "diff_ci_high": "3",
                    "statistic": "3", "p_value": "p", "p_holm": "p"}
-        s.blocks.append(table(data.tests, formats,
+        s.blocks.append(table(data.tests.drop(columns=["scope"]), formats,
                               "Each row's own metric is tested. Permutation: the difference of the metric between "
                               "the pipelines against its distribution when the two pipelines' predictions of whole "
                               "patients are swapped at random (statistic: the difference). Wilcoxon: signed-rank "
-                              "test of per-patient mean lesion Dice. Informative: patients whose predictions differ "
+                              "test of per-patient mean lesion Dice (statistic: W). The scope of each test is in "
+                              "table9.xlsx, sheet Paired tests. Informative: patients whose predictions differ "
                               "(permutation) or non-zero patient differences (Wilcoxon). The difference's CI is a "
                               "paired bootstrap over patients. With several seeds, runs are paired by seed and the "
                               "difference is averaged over the pairs."))
