@@ -39,8 +39,11 @@ MARKERS = ("metrics.json", PREDICTIONS)
 """A directory holding both files is a run directory."""
 
 PREDICTION_COLUMNS = ["subset", "image_id", "label", "pred_label", "prob_benign", "prob_malignant", "prob_normal",
-                      "dice", "iou", "precision", "recall", "specificity", "hd95", "gt_pixels", "pred_pixels",
-                      "image_path", "mask_path"]
+                      "dice", "iou", "precision", "recall", "specificity", "hd95", "hd95_penalised", "gt_pixels",
+                      "pred_pixels", "image_path", "mask_path", "patient_id"]
+"""``patient_id`` is the dataset record's patient (the image id when the metadata has none): the
+report resamples and permutes patients. ``hd95_penalised`` is HD95 with a missed lesion at the image
+diagonal. Files written before either column existed still load (the report falls back)."""
 
 
 def metrics_name(subset: str) -> str:
@@ -148,9 +151,10 @@ class RunDir:
         return {p.stem: self.read_json(p) for p in sorted(self.stages.glob("*.json"))}
 
     def read_predictions(self, required: tuple[str, ...] = ("image_id", "label", "pred_label")) -> pd.DataFrame:
-        """predictions.csv with ``image_id`` as text and a ``subset`` column (old files: all "val")."""
+        """predictions.csv with ``image_id`` (and ``patient_id``, when present) as text and a ``subset``
+        column (old files: all "val")."""
         try:
-            df = pd.read_csv(self.predictions, keep_default_na=True, dtype={"image_id": str})
+            df = pd.read_csv(self.predictions, keep_default_na=True, dtype={"image_id": str, "patient_id": str})
         except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
             raise DataError(f"{self.predictions}: cannot read CSV ({e}).") from None
         missing = [c for c in required if c not in df.columns]

@@ -22,6 +22,8 @@ CLF = "Classification performance"
 SEG = "Segmentation performance"
 CLINICAL = "Clinical metrics (malignancy)"
 PROB_COLUMNS: tuple[str, ...] = tuple(f"prob_{c.lower()}" for c in CLASS_NAMES)
+PERMUTATION = "permutation"
+"""Paired permutation test over patients of the row's own metric (:mod:`harness.metrics.paired`)."""
 
 # ------------------------------------------------------------------------------------------------
 # Classification: one confusion matrix per resample (:func:`from_confusion`, checked against sklearn)
@@ -38,18 +40,18 @@ def _confusion_metric(key: str):
 _CLASSIFICATION: tuple[tuple[str, str, tuple[str, int, float, float, str] | None, dict[str, Any]], ...] = (
     # key, name, Table 9 (section, order, paper A, paper B, test), extra fields
     ("accuracy", "Accuracy", None, {}),
-    ("balanced_accuracy", "Balanced Accuracy", (CLF, 1, 0.8439, 0.8040, "mcnemar_correct"), {}),
+    ("balanced_accuracy", "Balanced Accuracy", (CLF, 1, 0.8439, 0.8040, PERMUTATION), {}),
     ("macro_precision", "Macro Precision", None, {}),
     ("macro_recall", "Macro Recall", None, {}),
-    ("macro_f1", "Macro F1", (CLF, 2, 0.8307, 0.8049, "mcnemar_correct"), {}),
+    ("macro_f1", "Macro F1", (CLF, 2, 0.8307, 0.8049, PERMUTATION), {}),  # mean of per-class F1 (sklearn)
     ("macro_f1_harmonic", "Macro F1 (harmonic)", None, {"nan_policy": "NaN when macro precision and recall are 0"}),
     ("weighted_f1", "Weighted F1", None, {}),
-    ("cohen_kappa", "Cohen's Kappa", (CLF, 3, 0.7465, 0.7364, "mcnemar_correct"),
+    ("cohen_kappa", "Cohen's Kappa", (CLF, 3, 0.7465, 0.7364, PERMUTATION),
      {"bounds": (-1.0, 1.0), "nan_policy": "NaN when chance agreement is 1 (one class in truth and predictions)"}),
     ("mcc", "MCC", None, {"bounds": (-1.0, 1.0), "nan_policy": "never NaN (0 when undefined)"}),
-    ("malignant_sensitivity", "Malignant Sensitivity", (CLINICAL, 9, 0.9330, 0.8630, "mcnemar_malignant"),
+    ("malignant_sensitivity", "Malignant Sensitivity", (CLINICAL, 9, 0.9330, 0.8630, PERMUTATION),
      {"nan_policy": "NaN without malignant images"}),
-    ("malignant_specificity", "Malignant Specificity", (CLINICAL, 10, 0.9239, 0.8596, "mcnemar_nonmalignant"),
+    ("malignant_specificity", "Malignant Specificity", (CLINICAL, 10, 0.9239, 0.8596, PERMUTATION),
      {"nan_policy": "NaN without non-malignant images"}),
     ("malignant_ppv", "Malignant PPV", None, {"nan_policy": "NaN when nothing is called malignant"}),
     ("benign_specificity", "Benign Specificity", None, {"nan_policy": "NaN without non-benign images"}),
@@ -109,6 +111,8 @@ for _c, _cls in enumerate(CLASS_NAMES):
 
 _LESION_NAN = "NaN without lesion images (NaN per-image values are ignored)"
 DICE_TEST = "wilcoxon_dice"
+"""Mean and median Dice: Wilcoxon signed-rank on per-patient mean lesion Dice. The Dice >= t rows
+are fractions, tested on their own metric by the patient permutation test."""
 
 
 def _lesion_summary(column: str, reduce):
@@ -136,7 +140,7 @@ _PAPER_DICE_GE = {0.7: {"a": 0.837, "b": 0.837}, 0.8: {"a": 0.78, "b": 0.814}, 0
 for _k, _t in enumerate(DICE_THRESHOLDS):
     register(Metric(f"dice_ge_{_t:g}", f"Dice >= {_t:g}", _dice_at_least(_t), needs=("label", "dice"),
                     order=6 + _k, percent=True, paper=_PAPER_DICE_GE.get(_t, {}), nan_policy=_LESION_NAN, section=SEG,
-                    test=DICE_TEST))
+                    test=PERMUTATION))
 
 _SEG_COLUMNS: tuple[tuple[str, str, str, Direction, tuple[float, float]], ...] = (  # column, prefix, name, dir, bounds
     ("iou", "iou", "IoU", "max", (0.0, 1.0)),
@@ -149,6 +153,13 @@ for _col, _prefix, _name, _dir, _bounds in _SEG_COLUMNS:
     for _stat, _reduce in (("mean", masked_mean), ("median", masked_median)):
         register(Metric(f"{_prefix}_{_stat}", f"{_stat.title()} {_name}", _lesion_summary(_col, _reduce),
                         needs=("label", _col), direction=_dir, bounds=_bounds, nan_policy=_LESION_NAN))
+
+# HD95 ignores missed lesions (no boundary, NaN), which flatters a pipeline that misses more; the
+# penalised variant counts a missed lesion at the image diagonal (segmentation.penalised_hd95).
+for _stat, _reduce in (("mean", masked_mean), ("median", masked_median)):
+    register(Metric(f"hd95_penalised_{_stat}", f"{_stat.title()} HD95, missed lesion = image diagonal (px)",
+                    _lesion_summary("hd95_penalised", _reduce), needs=("label", "hd95_penalised"), direction="min",
+                    bounds=(0.0, float("inf")), nan_policy=_LESION_NAN))
 
 
 # ------------------------------------------------------------------------------------------------

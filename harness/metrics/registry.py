@@ -61,6 +61,7 @@ class Sample:
             raise ValueError("no images: cannot compute metrics on an empty sample")
         self.columns = columns
         self.idx = np.atleast_2d(np.arange(self.n) if idx is None else np.asarray(idx))
+        self.n = int(self.idx.shape[1])  # images per resample (a paired permutation indexes 2n stacked rows)
         self.n_classes = n_classes
         self._memo: dict[str, Any] = {}
 

@@ -1,6 +1,17 @@
-"""Uncertainty and comparisons: bootstrap over images, spread across seeds, paired tests, Holm.
+"""Uncertainty and comparisons: bootstrap over patients, spread across seeds, paired tests, Holm.
 
-The bootstrap is vectorised: indices for all replicates are drawn once and every registered metric
+The statistical unit is the patient (a patient has 1-3 images, and its images are correlated), so
+resampling and permuting move all images of a patient together:
+
+* :func:`patient_bootstrap_indices`: a cluster bootstrap, patients drawn with replacement within
+  strata of equal image count, so that every replicate has exactly the ``n`` images of the data and
+  the vectorised ``B x n`` index contract of :class:`~harness.metrics.registry.Sample` holds. With
+  one image per patient it draws exactly :func:`bootstrap_indices` (the image bootstrap).
+* :func:`patient_swaps`: the sign flips of a paired permutation test, one per patient.
+* :func:`seed_patient_bootstrap`: the interval of a mean over runs (seeds), resampling seeds and
+  then patients.
+
+Everything is vectorised: indices for all replicates are drawn once and every registered metric
 computes all replicates of a block in one call of its own function (the one ``run_metrics``
 uses): classification metrics from one confusion matrix per replicate (a single ``np.bincount``),
 Dice summaries from masked reductions. 1000 replicates of 300 images take milliseconds.
@@ -8,8 +19,10 @@ Dice summaries from masked reductions. 1000 replicates of 300 images take millis
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats as sps
@@ -27,6 +40,56 @@ def bootstrap_indices(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, but got n_boot={n_boot}")
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def patient_codes(patients: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """Integer code 0..P-1 of each image's patient, numbered in order of first appearance."""
+    p = np.asarray(patients).astype(str)
+    if p.ndim != 1:
+        raise ValueError(f"patients must be 1-D (one id per image), but got shape {p.shape}")
+    _, first, inverse = np.unique(p, return_index=True, return_inverse=True)
+    rank = np.empty(first.size, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+    return rank[inverse.ravel()]
+
+
+def patient_bootstrap_indices(patients: Sequence[Any] | np.ndarray, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """``n_boot x n`` image indices of a patient-level (cluster) bootstrap: all images of a drawn
+    patient enter the replicate together.
+
+    Patients are drawn with replacement within strata of equal image count (as many 1-image
+    patients as there are, as many 2-image patients, ...), so every replicate holds exactly ``n``
+    images and metrics stay vectorised over ``B x n`` indices. This conditions on how many patients
+    have 1, 2, 3 images (a stratified cluster bootstrap); a stratum of one patient is kept as is.
+    With one image per patient it is the image bootstrap: the same draws as
+    :func:`bootstrap_indices` with the same seed.
+    """
+    codes = patient_codes(patients)
+    if codes.size < 1:
+        raise ValueError(f"cannot bootstrap {codes.size} samples")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, but got n_boot={n_boot}")
+    sizes = np.bincount(codes)
+    order = np.argsort(codes, kind="stable")  # images grouped by patient, patients in code order
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    rng = np.random.default_rng(seed)
+    parts = []
+    for k in np.unique(sizes):  # ascending image count
+        members = order[starts[sizes == k][:, None] + np.arange(k)]  # P_k x k image indices
+        draw = rng.integers(0, members.shape[0], size=(n_boot, members.shape[0]))
+        parts.append(members[draw].reshape(n_boot, -1))
+    return np.concatenate(parts, axis=1)
+
+
+def patient_swaps(patients: Sequence[Any] | np.ndarray, n_perm: int = 1000, seed: int = 0) -> np.ndarray:
+    """``n_perm x n`` booleans of a paired permutation test over patients: in permutation b, the
+    images of a patient swap their two pipelines' predictions together (each patient with
+    probability 1/2, independently)."""
+    codes = patient_codes(patients)
+    if n_perm < 1:
+        raise ValueError(f"n_perm must be >= 1, but got n_perm={n_perm}")
+    n_patients = int(codes.max()) + 1 if codes.size else 0
+    return (np.random.default_rng(seed).random((n_perm, n_patients)) < 0.5)[:, codes]
 
 
 def replicate_metrics(
@@ -51,27 +114,39 @@ def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float
 
 def bootstrap_ci(
     columns: Mapping[str, np.ndarray], n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-    keys: Iterable[str] | None = None,
+    keys: Iterable[str] | None = None, patients: Sequence[Any] | np.ndarray | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """95% (``level``) percentile bootstrap CI over images of every metric of ``keys``."""
+    """95% (``level``) percentile bootstrap CI of every metric of ``keys``, resampling
+    ``patients`` (one id per image; ``None``: every image its own patient)."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), but got level={level}")
-    reps = bootstrap_replicates(columns, n_boot, seed, keys)
+    reps = bootstrap_replicates(columns, n_boot, seed, keys, patients)
     return {k: percentile_ci(v, level) for k, v in reps.items()}
 
 
 def bootstrap_replicates(
-    columns: Mapping[str, np.ndarray], n_boot: int = 1000, seed: int = 0, keys: Iterable[str] | None = None
+    columns: Mapping[str, np.ndarray], n_boot: int = 1000, seed: int = 0, keys: Iterable[str] | None = None,
+    patients: Sequence[Any] | np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """``n_boot`` bootstrap replicates of the metrics ``keys`` (:func:`replicate_metrics`).
+    """``n_boot`` bootstrap replicates of the metrics ``keys`` (:func:`replicate_metrics`),
+    resampling ``patients`` (:func:`patient_bootstrap_indices`; ``None``: images).
 
-    The same ``seed`` and number of images give the same resamples, so replicates of two runs on
-    the same (sorted) images are paired and can be averaged replicate by replicate.
+    The same ``seed`` and patients give the same resamples, so replicates of two runs on the same
+    (sorted) images are paired and can be averaged replicate by replicate.
     """
     keys = None if keys is None else list(keys)
     n = len(next(iter(columns.values()))) if columns else 0
-    idx = bootstrap_indices(n, n_boot, seed)
-    parts = [replicate_metrics(columns, idx[i : i + _CHUNK], keys) for i in range(0, n_boot, _CHUNK)]
+    idx = bootstrap_indices(n, n_boot, seed) if patients is None else patient_bootstrap_indices(patients, n_boot, seed)
+    if idx.shape[1] != n:
+        raise ValueError(f"patients gives {idx.shape[1]} images but the columns have {n}")
+    return replicates_at(columns, idx, keys)
+
+
+def replicates_at(columns: Mapping[str, np.ndarray], idx: np.ndarray, keys: Iterable[str] | None = None
+                  ) -> dict[str, np.ndarray]:
+    """:func:`replicate_metrics` of the resamples ``idx`` (``B x n``), in blocks that bound memory."""
+    keys = None if keys is None else list(keys)
+    parts = [replicate_metrics(columns, idx[i : i + _CHUNK], keys) for i in range(0, idx.shape[0], _CHUNK)]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -79,12 +154,18 @@ def bootstrap_replicates(
 # Across seeds
 
 
-def across_seeds(values: np.ndarray, level: float = 0.95,
-                 bounds: tuple[float, float] | None = None) -> dict[str, float]:
+MIN_SEEDS_FOR_T = 3
+"""Fewest runs (seeds) for which a t interval of their mean is given: with 2 the t quantile is
+12.7 (df = 1) and the interval spans most of a metric's range."""
+
+
+def across_seeds(values: np.ndarray, level: float = 0.95, bounds: tuple[float, float] | None = None,
+                 min_n: int = MIN_SEEDS_FOR_T) -> dict[str, float]:
     """Mean, std (ddof=1) and t-based CI of the mean of one metric over runs/seeds (NaN ignored).
 
-    With one run the std and CI are NaN: one seed says nothing about seed variance. ``bounds`` clips
-    the CI to the metric's range (with 2-3 seeds a t interval easily leaves [0, 1]).
+    With one run the std is NaN: one seed says nothing about seed variance. The CI is NaN with
+    fewer than ``min_n`` runs (default 3: with 2 the t interval is uninformative); ``bounds`` clips
+    it to the metric's range.
     """
     v = np.asarray(values, dtype=float).ravel()
     v = v[~np.isnan(v)]
@@ -95,11 +176,45 @@ def across_seeds(values: np.ndarray, level: float = 0.95,
     if v.size < 2:
         return {"mean": mean, "std": nan, "ci_low": nan, "ci_high": nan, "n": 1}
     std = float(v.std(ddof=1))
+    if v.size < max(min_n, 2):
+        return {"mean": mean, "std": std, "ci_low": nan, "ci_high": nan, "n": int(v.size)}
     half = float(sps.t.ppf((1 + level) / 2, df=v.size - 1) * std / np.sqrt(v.size))
     low, high = mean - half, mean + half
     if bounds is not None:
         low, high = max(low, bounds[0]), min(high, bounds[1])
     return {"mean": mean, "std": std, "ci_low": low, "ci_high": high, "n": int(v.size)}
+
+
+def seed_patient_bootstrap(replicates: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Replicates of a mean over runs (seeds) from a seed-and-patient bootstrap.
+
+    ``replicates[r, b]`` is the metric of run ``r`` on patient resample ``b``, the same patients
+    for every run (all runs of a pipeline are evaluated on the same patients, so the test-set
+    variation is shared and must not average out over runs). Replicate ``b`` draws ``R`` runs
+    with replacement and averages their values at ``b``: seeds resampled, then patients. NaN
+    values are left out of the mean; a replicate with none is NaN.
+    """
+    reps = np.asarray(replicates, dtype=float)
+    if reps.ndim != 2 or reps.shape[0] < 1:
+        raise ValueError(f"replicates must be runs x resamples, but got shape {reps.shape}")
+    n_runs, n_boot = reps.shape
+    draws = np.random.default_rng([seed, 1]).integers(0, n_runs, size=(n_boot, n_runs))
+    picked = reps[draws, np.arange(n_boot)[:, None]]  # n_boot x n_runs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN replicate -> NaN
+        return np.nanmean(picked, axis=1)
+
+
+def permutation_pvalue(observed: float, permuted: np.ndarray) -> float:
+    """Two-sided permutation p-value, (1 + #{|d*| >= |d|}) / (1 + B) over the finite ``permuted``
+    (never 0: the observed arrangement is one of the permutations; Phipson and Smyth 2010). NaN
+    when ``observed`` is NaN or no permutation is finite."""
+    d = np.asarray(permuted, dtype=float)
+    d = d[np.isfinite(d)]
+    if not np.isfinite(observed) or d.size == 0:
+        return float("nan")
+    extreme = int(np.count_nonzero(np.abs(d) >= abs(observed) - 1e-12))
+    return (1 + extreme) / (1 + d.size)
 
 
 # ------------------------------------------------------------------------------------------------

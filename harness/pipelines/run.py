@@ -22,7 +22,7 @@ from harness.config import RunConfig
 from harness.engine.device import configure_torch, release_memory, resolve_device
 from harness.engine.fit import EpochCallback, show_progress
 from harness.metrics import run_metrics
-from harness.metrics.segmentation import per_image
+from harness.metrics.segmentation import penalised_hd95, per_image
 from harness.pipelines.base import Inference, create_pipeline
 from harness.pipelines.context import RunContext, prepare
 from harness.rundir import PREDICTION_COLUMNS, RunDir
@@ -45,7 +45,8 @@ class TrialResult:
 
 
 def evaluate(ctx: RunContext, inference: Inference, subset: str, out_dir: Path) -> pd.DataFrame:
-    """Per-image table at the original image size; writes the predicted masks as PNG."""
+    """Per-image table at the original image size (with each image's patient, the report's
+    statistical unit); writes the predicted masks as PNG."""
     rows = []
     by_id = ctx.index.by_id()
     run_dir = RunDir(out_dir)
@@ -61,9 +62,10 @@ def evaluate(ctx: RunContext, inference: Inference, subset: str, out_dir: Path) 
             "prob_benign": float(inference.probs[k, 0]), "prob_malignant": float(inference.probs[k, 1]),
             "prob_normal": float(inference.probs[k, 2]),
             **{m: seg[m] for m in ("dice", "iou", "precision", "recall", "specificity", "hd95")},
+            "hd95_penalised": penalised_hd95(seg["hd95"], gt.shape),
             "gt_pixels": int(gt.sum()), "pred_pixels": int(pred.sum()),
             "image_path": str(ctx.index.image_file(rec).resolve()),
-            "mask_path": str(mask_file.resolve()) if mask_file else "",
+            "mask_path": str(mask_file.resolve()) if mask_file else "", "patient_id": rec.patient_id,
         })
     return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
 

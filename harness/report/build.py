@@ -63,21 +63,37 @@ def compute(sources: Sources, n_boot: int = 1000, seed: int = 0, good_dice: floa
         "Segmentation": details.segmentation_summary(groups),
         "End to end": details.end_to_end(groups),
         "Error propagation": details.error_propagation(groups, good_dice),
-        "Per-run": details.per_run(sources.runs),
+        "Per-run": details.per_run(sources.runs, groups),
     }
     subset = sources.runs[0].subset if sources.runs else "val"
     n_images = {p: len(runs[0].predictions) for p, runs in groups.items() if runs}
-    return ReportData(sources, groups, table, tests, sheets, caption(table, subset, n_images, n_boot), subset,
-                      ablation)
+    n_patients = {p: int(runs[0].predictions["patient_id"].nunique()) for p, runs in groups.items() if runs}
+    cap = caption(table, subset, n_images, n_boot, n_patients, caption_notes(groups))
+    return ReportData(sources, groups, table, tests, sheets, cap, subset, ablation)
+
+
+def caption_notes(groups: dict[str, list[RunData]]) -> list[str]:
+    """Caveats the caption must state: runs without patient ids, variants shown apart."""
+    notes = []
+    no_ids = [r.name for runs in groups.values() for r in runs if not r.patient_ids]
+    if no_ids:
+        notes.append(f"predictions.csv of {', '.join(no_ids)} lacks patient ids (written before they were "
+                     "recorded): each of its images counts as its own patient, so its intervals and p-values may be "
+                     "too narrow.")
+    variants = [label for label in groups if " (" in label]
+    if variants:
+        notes.append(f"{', '.join(variants)}: runs of one pipeline with different configurations are separate "
+                     "columns, labelled by the fields that differ; only seeds of one configuration are pooled.")
+    return notes
 
 
 def page_title(groups: dict[str, list[RunData]]) -> str:
     """"Breast ultrasound: classification-first (A) vs segmentation-first (B) vs ..." from the registry."""
-    from harness.pipelines.registry import spec_by_label
+    from harness.pipelines.registry import label_of, spec_by_label
 
     parts = []
     for label, runs in groups.items():
-        spec = spec_by_label(label) if runs else None
+        spec = (spec_by_label(label) or spec_by_label(label_of(runs[0].pipeline))) if runs else None
         if runs:
             parts.append(f"{spec.title} ({label})" if spec else f"pipeline {label}")
     return "Breast ultrasound: " + (" vs ".join(parts) or "no runs")

@@ -58,10 +58,11 @@ def dice_by_lesion_size(groups: dict[str, list[RunData]]) -> pd.DataFrame:
 
 
 def segmentation_summary(groups: dict[str, list[RunData]]) -> pd.DataFrame:
-    """Table 4 layout over lesion images: mean, std, median, min, max of each mask metric."""
+    """Table 4 layout over lesion images: mean, std, median, min, max of each mask metric, and HD95
+    with a missed lesion at the image diagonal (``hd95_penalised``) when the runs have it."""
 
     def build(df: pd.DataFrame) -> pd.DataFrame:
-        return summary_table(df[is_lesion(df["label"].to_numpy())], SEG_METRICS)
+        return summary_table(df[is_lesion(df["label"].to_numpy())], (*SEG_METRICS, "hd95_penalised"))
 
     return _per_pipeline(groups, build)
 
@@ -86,8 +87,12 @@ def end_to_end(groups: dict[str, list[RunData]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def per_run(runs: list[RunData]) -> pd.DataFrame:
-    """One row per run: identity and every metric of ``run_metrics``."""
-    rows = [{"run": r.name, "pipeline": r.label, "seed": r.seed, "subset": r.subset, "path": str(r.path),
-             **r.metrics} for r in runs]
+def per_run(runs: list[RunData], groups: dict[str, list[RunData]] | None = None) -> pd.DataFrame:
+    """One row per run: identity (its column group in ``groups``, e.g. a variant "B (roi.margin=0.3)",
+    else its pipeline label), patients and every metric of ``run_metrics``."""
+    group_of = {id(r): label for label, rs in (groups or {}).items() for r in rs}
+    rows = [{"run": r.name, "pipeline": group_of.get(id(r), r.label), "seed": r.seed, "subset": r.subset,
+             "path": str(r.path), "n_patients": int(r.predictions["patient_id"].nunique())
+             if "patient_id" in r.predictions.columns else np.nan, "patient_ids": r.patient_ids, **r.metrics}
+            for r in runs]
     return pd.DataFrame(rows)

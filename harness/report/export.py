@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.metrics import Metric, list_metrics
+from harness.metrics.stats import MIN_SEEDS_FOR_T
 from harness.report.table9 import PIPELINE_SUFFIXES, p_columns, pairs_of, pipelines_of, tests_pipelines
 
 DASH = "–"
@@ -37,15 +38,20 @@ def fmt_p(p) -> str:
 
 
 def value_and_ci(rec: pd.Series, p: str, percent: bool, with_ci: bool = True) -> tuple[str, str]:
-    """(value text, CI text) of pipeline ``p`` in one Table 9 row."""
+    """(value text, CI text) of pipeline ``p`` in one Table 9 row: one run, the patient-bootstrap
+    CI; several runs, mean ± std and the seed-and-patient bootstrap CI of the mean, plus the t CI
+    ("t [...]") with at least three seeds."""
     value = fmt(rec[p], percent)
     if rec[f"{p}_runs"] > 1 and not _nan(rec[f"{p}_std"]):
         value += f" ± {fmt(rec[f'{p}_std'], percent)}"
-    ci = DASH
-    if with_ci and not _nan(rec[f"{p}_ci_low"]):
-        ci = f"[{fmt(rec[f'{p}_ci_low'], percent)}, {fmt(rec[f'{p}_ci_high'], percent)}]"
-        if not _nan(rec[f"{p}_seed_ci_low"]):
-            ci += f"; seeds [{fmt(rec[f'{p}_seed_ci_low'], percent)}, {fmt(rec[f'{p}_seed_ci_high'], percent)}]"
+    if not with_ci:
+        return value, DASH
+    low, high = rec[f"{p}_ci_low"], rec[f"{p}_ci_high"]
+    if rec[f"{p}_runs"] > 1 and not _nan(rec.get(f"{p}_hier_ci_low")):
+        low, high = rec[f"{p}_hier_ci_low"], rec[f"{p}_hier_ci_high"]
+    ci = DASH if _nan(low) else f"[{fmt(low, percent)}, {fmt(high, percent)}]"
+    if not _nan(low) and not _nan(rec[f"{p}_seed_ci_low"]):
+        ci += f"; t [{fmt(rec[f'{p}_seed_ci_low'], percent)}, {fmt(rec[f'{p}_seed_ci_high'], percent)}]"
     return value, ci
 
 
@@ -71,25 +77,59 @@ def p_header(pair: str, n_shown: int) -> str:
     return f"p ({pair})" if n_shown == 1 else f"p Holm ({pair})"
 
 
-def caption(table: pd.DataFrame, subset: str, n_images: dict[str, int], n_boot: int) -> str:
-    """One sentence saying what the numbers are."""
-    labels = pipelines_of(table)
+def _procedures(table: pd.DataFrame, n_boot: int) -> str:
+    """"<test> of <scope> (rows); ..." for the paired tests the rows of ``table`` name."""
+    from harness.metrics.paired import get_paired_test
+
+    rows = rows_by_name()
+    by_strategy: dict[str, list[str]] = {}
+    for name in table["metric"]:
+        m = rows.get(name)
+        if m is not None and m.test:
+            by_strategy.setdefault(m.test, []).append(name)
     parts = []
+    for key, names in by_strategy.items():
+        s = get_paired_test(key)
+        extra = f", {n_boot} permutations" if key == "permutation" else ""
+        parts.append(f"{s.test}: {s.scope}{extra} ({', '.join(names)})")
+    return "; ".join(parts)
+
+
+def caption(table: pd.DataFrame, subset: str, n_images: dict[str, int], n_boot: int,
+            n_patients: dict[str, int] | None = None, notes: tuple[str, ...] | list[str] = ()) -> str:
+    """What the numbers are: the unit (patients, how many), how each interval and p-value was
+    computed, the Macro F1 definition, and ``notes`` (e.g. runs without patient ids)."""
+    labels = pipelines_of(table)
+    n_patients = n_patients or {}
+    parts, runs = [], {}
     for p in labels:
-        runs = int(table[f"{p}_runs"].iloc[0]) if len(table) else 0
-        if runs:
-            parts.append(f"{p}: {runs} run{'s' if runs > 1 else ''}, {n_images.get(p, 0)} images")
-    spread = (" Values with ± are mean ± std over runs (seeds); 'seeds' is the t-based 95% CI of that mean."
-              if (table[[f"{p}_runs" for p in labels]] > 1).any().any() else "")
+        runs[p] = int(table[f"{p}_runs"].iloc[0]) if len(table) else 0
+        if runs[p]:
+            parts.append(f"{p}: {runs[p]} run{'s' if runs[p] > 1 else ''}, {n_images.get(p, 0)} images of "
+                         f"{n_patients.get(p, n_images.get(p, 0))} patients")
+    text = [f"Table 9 recomputed on the {subset} subset ({'; '.join(parts) or 'no runs'}). The statistical unit is "
+            f"the patient. 95% CI: percentile bootstrap over patients (all images of a patient resampled together, "
+            f"within strata of equal image count; B = {n_boot})."]
+    several = [p for p in labels if runs[p] > 1]
+    if several:
+        two = [p for p in several if runs[p] < MIN_SEEDS_FOR_T]
+        why = (f" ({', '.join(two)}: 2 seeds, so no t interval; t(0.975, df=1) = 12.7 would make it span most "
+               "of the metric's range)") if two else ""
+        text.append(f"With several runs (seeds): mean ± std over runs, and the CI of that mean is a seed-and-patient "
+                    f"bootstrap (runs resampled with replacement, then patients, shared by the runs; B = {n_boot}); "
+                    f"'t' is the t-based 95% CI of the mean over seeds, given with {MIN_SEEDS_FOR_T} or more "
+                    f"seeds{why}.")
     pairs = pairs_of(labels)
-    tests = ""
-    if len(pairs) == 1:
-        tests = f" p: paired {pairs[0][0]}-vs-{pairs[0][1]} test on the same images (McNemar / Wilcoxon)."
-    elif pairs:
-        tests = (f" p: paired test of each pair of pipelines on the images both evaluated (McNemar / Wilcoxon), "
-                 f"Holm-adjusted over the {len(pairs)} pairs in each row.")
-    return (f"Table 9 recomputed on the {subset} subset ({'; '.join(parts) or 'no runs'}). "
-            f"95% CI: percentile bootstrap over images (B = {n_boot}).{spread}{tests}")
+    if pairs:
+        holm = (f", Holm-adjusted over the {len(pairs)} pairs in each row (shown)" if len(pairs) > 1 else "")
+        text.append(f"p: paired test of each row's own metric on the patients both pipelines evaluated, runs paired "
+                    f"by seed{holm}. {_procedures(table, n_boot)}.")
+    if "Macro F1" in set(table["metric"]):
+        text.append("Macro F1 is the unweighted mean of the per-class F1 (scikit-learn average='macro'); Appendix A's "
+                    "harmonic form, 2PR/(P+R) of macro precision P and macro recall R, is macro_f1_harmonic in "
+                    "metrics.json.")
+    text += list(notes)
+    return " ".join(text)
 
 
 def table9_markdown(table: pd.DataFrame, cap: str = "") -> str:
@@ -111,17 +151,21 @@ def table9_markdown(table: pd.DataFrame, cap: str = "") -> str:
 
 
 def tests_markdown(tests: pd.DataFrame) -> str:
+    """The paired tests: per pair and row, the test, its unit counts, both values, the difference
+    with its paired patient-bootstrap CI, and the p-value (Holm-adjusted too with several pairs)."""
     if tests.empty:
         return "No paired test (two pipelines with runs are needed, on common images).\n"
     labels = tests_pipelines(tests)
     several = tests["pair"].nunique() > 1
-    heads = (["Pair"] if several else []) + ["Test", "Scope", "Images", "Discordant / non-zero", *labels, "Statistic",
-                                             "p"] + (["p Holm"] if several else [])
+    heads = (["Pair"] if several else []) + ["Metric", "Test", "Patients", "Images", "Informative", *labels,
+                                             "Difference [95% CI]", "Statistic", "p"] + (["p Holm"] if several else [])
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for _, t in tests.iterrows():
-        cells = ([t["pair"]] if several else []) + [t["test"], t["scope"], str(t["n_images"]), str(t["n_informative"]),
-                                                     *[fmt(t[p]) for p in labels], fmt(t["statistic"], digits=1),
-                                                     fmt_p(t["p_value"])] + ([fmt_p(t["p_holm"])] if several else [])
+        diff = f"{fmt(t['difference'])} [{fmt(t['diff_ci_low'])}, {fmt(t['diff_ci_high'])}]"
+        cells = ([t["pair"]] if several else []) + [
+            str(t["metric"]).replace(">=", "≥"), t["test"], str(t["n_patients"]), str(t["n_images"]),
+            str(t["n_informative"]), *[fmt(t[p]) for p in labels], diff, fmt(t["statistic"], digits=3),
+            fmt_p(t["p_value"])] + ([fmt_p(t["p_holm"])] if several else [])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

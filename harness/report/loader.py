@@ -19,6 +19,7 @@ from harness.config import validate_run_config
 from harness.errors import ConfigError, DataError
 from harness.metrics import REQUIRED_COLUMNS, run_metrics
 from harness.pipelines.registry import label_of, order_key, pipeline_names
+from harness.report.variants import split_variants
 from harness.rundir import MARKERS as RUN_MARKERS
 from harness.rundir import RunDir
 
@@ -41,6 +42,9 @@ class RunData:
     metrics: dict[str, float]
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    patient_ids: bool = True
+    """Whether predictions.csv gave every image's patient; if not, an image counts as its own
+    patient (the ``patient_id`` column then holds the image id)."""
 
     @property
     def label(self) -> str:
@@ -96,6 +100,24 @@ def pick_subset(predictions: list[pd.DataFrame], subset: str) -> str:
     return "test" if predictions and all((df["subset"] == "test").any() for df in predictions) else "val"
 
 
+def _with_patients(rows: pd.DataFrame, where: Path) -> tuple[pd.DataFrame, bool]:
+    """``rows`` with a text ``patient_id`` for every image, and whether predictions.csv had them all;
+    missing ones fall back to the image id (each such image its own patient), with a warning."""
+    rows = rows.copy()
+    if "patient_id" not in rows.columns:
+        logger.warning("%s has no patient_id column (written before it existed): each image counts as its own "
+                       "patient, so intervals and p-values may be too narrow; re-run `harness run` to add it", where)
+        rows["patient_id"] = rows["image_id"]
+        return rows, False
+    blank = rows["patient_id"].isna() | (rows["patient_id"].astype(str).str.strip() == "")
+    if blank.any():
+        logger.warning("%s: %d row(s) without patient_id (e.g. image %s) count as their own patients", where,
+                       int(blank.sum()), rows.loc[blank, "image_id"].iloc[0])
+        rows.loc[blank, "patient_id"] = rows.loc[blank, "image_id"]
+    rows["patient_id"] = rows["patient_id"].astype(str)
+    return rows, not blank.any()
+
+
 def load_run(run_dir: Path, subset: str = "auto") -> RunData:
     """Read one RUN_DIR; ``subset`` "auto" uses its test rows when it has any."""
     run_dir = Path(run_dir)
@@ -118,6 +140,7 @@ def load_run(run_dir: Path, subset: str = "auto") -> RunData:
     if rows.empty:
         raise DataError(f"{run_dir / 'predictions.csv'}: no rows with subset={chosen}; "
                         f"it has {sorted(table['subset'].unique())}.")
+    rows, has_patients = _with_patients(rows, run_dir / "predictions.csv")
     try:
         metrics = run_metrics(rows)
     except ValueError as e:
@@ -127,7 +150,21 @@ def load_run(run_dir: Path, subset: str = "auto") -> RunData:
         logger.warning("%s: metrics.json disagrees with predictions.csv (balanced accuracy %.4f vs %.4f); "
                        "the report uses predictions.csv", run_dir, stored_ba, metrics["balanced_accuracy"])
     return RunData(path=run_dir.resolve(), name=run_dir.name, pipeline=pipeline, seed=seed, subset=chosen,
-                   predictions=rows, metrics=metrics, stages=_read_stages(rd), config=config)
+                   predictions=rows, metrics=metrics, stages=_read_stages(rd), config=config,
+                   patient_ids=has_patients)
+
+
+def _once(paths: list[Path]) -> list[Path]:
+    """``paths`` without repeats of the same directory (same resolved path), with a warning: a run
+    given twice must not count as two seeds."""
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        key = p.resolve()
+        if key in seen:
+            logger.warning("%s is given twice (as %s and %s); it counts once", key, seen[key], p)
+            continue
+        seen[key] = p
+    return list(seen.values())
 
 
 def _run_dirs(parent: Path) -> list[Path]:
@@ -157,7 +194,7 @@ def load_sources(paths: list[Path], subset: str = "auto") -> Sources:
         bad = [p for p in paths if is_study_dir(p)]
         if bad:
             raise ConfigError(f"{bad[0]} is a study directory; pass it alone, not together with run directories.")
-        run_dirs = paths
+        run_dirs = _once(paths)
     tables = {d: _read_predictions(d / "predictions.csv") for d in run_dirs if (d / "predictions.csv").exists()}
     wanted = "val" if origin == "trials" and subset == "auto" else subset
     chosen = pick_subset(list(tables.values()), wanted)
@@ -185,7 +222,16 @@ def _study_order(study_dir: Path | None) -> list[str]:
 
 def group_by_pipeline(runs: list[RunData], order: list[str] | None = None) -> dict[str, list[RunData]]:
     """Report label -> runs, for the pipelines present, in ``order`` (pipeline names, e.g. a study's
-    ``pipelines``) and then the registry's order."""
+    ``pipelines``) and then the registry's order. Runs of a pipeline whose configs differ in more
+    than the seed are separate groups labelled by the differing fields, e.g. ``B (roi.margin=0.3)``
+    (:func:`harness.report.variants.split_variants`); only runs of one variant are pooled."""
     present = sorted({r.pipeline for r in runs}, key=lambda p: ((order or []).index(p) if p in (order or [])
                                                                else len(order or []) + order_key(p)))
-    return {label_of(p): [r for r in runs if r.pipeline == p] for p in present}
+    groups: dict[str, list[RunData]] = {}
+    for p in present:
+        variants = split_variants(p, [r for r in runs if r.pipeline == p])
+        if len(variants) > 1:
+            logger.warning("pipeline %s: runs of %d configurations are reported as separate columns: %s", label_of(p),
+                           len(variants), "; ".join(variants))
+        groups.update(variants)
+    return groups

@@ -52,16 +52,23 @@ def table9_section(data, fig_dir: Path) -> Section:
                               "a missed lesion counting 0; sensitivity and specificity are malignant vs rest. "
                               "Bold: the better pipeline."))
     s.blocks.append(figure(_save(F.comparison_figure(data.table9), fig_dir, "table9_comparison"),
-                           "Table 9 as bars with 95% bootstrap CIs; black diamonds are the paper's values (Fig. 9)."))
-    s.blocks.append("<h3>Paired tests on the same images</h3>")
+                           "Table 9 as bars with the 95% CIs of the table (bootstrap over patients; with several "
+                           "runs over seeds and patients); black diamonds are the paper's values (Fig. 9)."))
+    s.blocks.append("<h3>Paired tests on the same patients</h3>")
     if data.tests.empty:
         s.blocks.append(paragraph("No paired test: both pipelines must be evaluated on common images."))
     else:
-        formats = {**{p: "3" for p in labels}, "statistic": "1", "p_value": "p", "p_holm": "p"}
-        s.blocks.append(table(data.tests.drop(columns=["rows"]), formats,
-                              "McNemar: exact binomial test on the images where exactly one pipeline is right. "
-                              "Wilcoxon: signed-rank test of per-image Dice. With several seeds, per-image values are "
-                              "pooled over seeds paired by seed."))
+        formats = {**{p: "3" for p in labels}, "difference": "3", "diff_ci_low": "3", "diff_ci_high": "3",
+                   "statistic": "3", "p_value": "p", "p_holm": "p"}
+        s.blocks.append(table(data.tests.drop(columns=["scope"]), formats,
+                              "Each row's own metric is tested. Permutation: the difference of the metric between "
+                              "the pipelines against its distribution when the two pipelines' predictions of whole "
+                              "patients are swapped at random (statistic: the difference). Wilcoxon: signed-rank "
+                              "test of per-patient mean lesion Dice (statistic: W). The scope of each test is in "
+                              "table9.xlsx, sheet Paired tests. Informative: patients whose predictions differ "
+                              "(permutation) or non-zero patient differences (Wilcoxon). The difference's CI is a "
+                              "paired bootstrap over patients. With several seeds, runs are paired by seed and the "
+                              "difference is averaged over the pairs."))
     return s
 
 
@@ -110,7 +117,7 @@ def segmentation_section(data, fig_dir: Path) -> Section:
         if fig is None:
             s.blocks.append(paragraph(f"Pipeline {p}: no readable lesion image to show."))
             continue
-        s.blocks.append(figure(_save(fig, fig_dir, f"overlay_{p}_{slug(runs[0].name)}"),
+        s.blocks.append(figure(_save(fig, fig_dir, f"overlay_{slug(p)}_{slug(runs[0].name)}"),
                                f"Pipeline {p}, run {runs[0].name}: lesion images with the highest, median and lowest "
                                "Dice; ground truth in green, prediction in red (paper Fig. 19)."))
     return s
@@ -148,7 +155,7 @@ def training_section(data, fig_dir: Path) -> Section:
         if not stages:
             continue
         any_fig = True
-        s.blocks.append(figure(_save(F.training_figure(stages, f"Pipeline {p}"), fig_dir, f"training_{p}"),
+        s.blocks.append(figure(_save(F.training_figure(stages, f"Pipeline {p}"), fig_dir, f"training_{slug(p)}"),
                                f"Pipeline {p}: train/validation loss and validation metric per epoch for each stage "
                                "(stages/*.json); dashed: best epoch (paper Fig. 11, 16, 21, 24)."))
     if not any_fig:
@@ -184,7 +191,7 @@ def gradcam_section(data, fig_dir: Path, provider, enabled: bool = True) -> tupl
         return s, []
     figs, notes = gradcam_figures(data.groups, provider)
     for p, fig in figs.items():
-        s.blocks.append(figure(_save(fig, fig_dir, f"gradcam_{p}"),
+        s.blocks.append(figure(_save(fig, fig_dir, f"gradcam_{slug(p)}"),
                                f"Pipeline {p}: input and Grad-CAM of the predicted class on the last convolutional "
                                "layer; representative Benign and Malignant cases, correct (✓) and wrong (✗) "
                                "(paper Fig. 5-6, 29)."))

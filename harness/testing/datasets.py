@@ -35,6 +35,8 @@ class FakeImage:
     image_path: Path
     mask_path: Path | None
     gt: np.ndarray
+    patient_id: str = ""
+    """The patient as the harness reads it: the metadata's patient_id, else the image id."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,19 @@ def _sizes(size: Size) -> list[tuple[int, int]]:
     return [(int(w), int(h)) for w, h in pairs]
 
 
+def _patients(n: int, images_per_patient: int | Sequence[int]) -> list[int]:
+    """Patient number of each of ``n`` images: runs of ``images_per_patient`` (cycled when a sequence)."""
+    counts = [images_per_patient] if isinstance(images_per_patient, int) else list(images_per_patient)
+    if not counts or min(counts) < 1:
+        raise ValueError(f"images_per_patient must be >= 1 (or a sequence of such), but got {images_per_patient!r}.")
+    out: list[int] = []
+    patient = 0
+    while len(out) < n:
+        out += [patient] * counts[patient % len(counts)]
+        patient += 1
+    return out[:n]
+
+
 def make_dataset(
     root: Path,
     n: int = 12,
@@ -60,7 +75,7 @@ def make_dataset(
     rgb: bool = False,
     modes: Sequence[str] | None = None,
     patient_ids: bool = True,
-    images_per_patient: int = 2,
+    images_per_patient: int | Sequence[int] = 2,
     missing_patient_ids: Sequence[int] = (),
     columns: dict[str, str] | None = None,
     label_style: str = "int",
@@ -74,7 +89,8 @@ def make_dataset(
     - ``size``: one int (square), one (w, h), or a list of (w, h) cycled over the images.
     - ``rgb``/``modes``: PNG modes cycled over the images (L, I;16, RGB, RGBA; see ``write_png``).
     - patients: ``images_per_patient`` consecutive images share a patient and its label
-      (labels cycle Benign, Malignant, Normal over patients unless ``labels`` gives one per image).
+      (labels cycle Benign, Malignant, Normal over patients unless ``labels`` gives one per image);
+      a sequence, e.g. ``(1, 2, 3)``, is cycled over the patients (BUSI-like 1-3 images each).
     - ``patient_ids=False`` drops the column; ``missing_patient_ids`` blanks those rows (0-based).
     - ``columns``: canonical -> written column name (the renamed-columns case).
     - ``label_style``: "int" (0), "float" (0.0), "str" ("0") or "name" ("benign").
@@ -91,8 +107,9 @@ def make_dataset(
     sizes = _sizes(size)
     modes = list(modes or (["RGB"] if rgb else ["L"]))
     rows, images = [], []
+    patient_of = _patients(n, images_per_patient)
     for i in range(n):
-        patient = i // images_per_patient
+        patient = patient_of[i]
         label = int(labels[i]) if labels is not None else patient % 3
         w, h = sizes[i % len(sizes)]
         image, mask = ultrasound_image((h, w), label, rng)
@@ -103,8 +120,10 @@ def make_dataset(
             write_png(root / str(mask_rel), mask.astype(np.uint8) * 255)
         else:
             mask_rel = None
+        has_pid = patient_ids and i not in missing_patient_ids
         images.append(FakeImage(image_id, label, image_file.resolve(),
-                                (root / mask_rel).resolve() if mask_rel else None, mask))
+                                (root / mask_rel).resolve() if mask_rel else None, mask,
+                                f"P{patient:03d}" if has_pid else image_id))
         value: object = {"int": label, "float": float(label), "str": str(label),
                          "name": CLASS_NAMES[label].lower()}[label_style]
         row = {"image_id": image_id, "image_path": f"images/{image_id}.png", "mask_path": mask_rel, "label": value}

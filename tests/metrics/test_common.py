@@ -47,14 +47,15 @@ def random_predictions(n: int = 50, seed: int = 0, labels: np.ndarray | None = N
     both, none = (gt_px > 0) & (pred_px > 0), (gt_px == 0) & (pred_px == 0)
     dice = np.where(none, 1.0, np.where(both, rng.random(n), 0.0))
     nan = np.nan
+    hd95 = np.where(none, 0.0, np.where(both, rng.gamma(2, 5, n), nan))
     return pd.DataFrame({
         "image_id": [f"img{i:03d}" for i in range(n)], "label": y, "pred_label": pred,
         **{f"prob_{c.lower()}": probs[:, k] for k, c in enumerate(CLASS_NAMES)},
         "dice": dice, "iou": dice / (2 - dice),
         "precision": np.where(none, 1.0, np.where(pred_px > 0, np.where(both, rng.random(n), 0.0), nan)),
         "recall": np.where(none, 1.0, np.where(gt_px > 0, np.where(both, rng.random(n), 0.0), nan)),
-        "specificity": rng.uniform(0.9, 1.0, n), "hd95": np.where(none, 0.0, np.where(both, rng.gamma(2, 5, n), nan)),
-        "gt_pixels": gt_px, "pred_pixels": pred_px,
+        "specificity": rng.uniform(0.9, 1.0, n), "hd95": hd95,
+        "hd95_penalised": np.where(np.isnan(hd95), np.hypot(64, 80), hd95), "gt_pixels": gt_px, "pred_pixels": pred_px,
     })
 
 
@@ -66,7 +67,7 @@ def perfect_predictions(n: int = 30, seed: int = 0) -> pd.DataFrame:
         "image_id": [f"img{i:03d}" for i in range(n)], "label": y, "pred_label": y,
         **{f"prob_{c.lower()}": (y == k).astype(float) for k, c in enumerate(CLASS_NAMES)},
         "dice": 1.0, "iou": 1.0, "precision": 1.0, "recall": 1.0, "specificity": 1.0, "hd95": 0.0,
-        "gt_pixels": gt_px, "pred_pixels": gt_px,
+        "hd95_penalised": 0.0, "gt_pixels": gt_px, "pred_pixels": gt_px,
     })
 
 
@@ -149,7 +150,10 @@ def test_table9_rows_are_the_papers():
     assert len({m.order for m in rows}) == len(rows)
     assert get_metric("balanced_accuracy").paper == {"a": 0.8439, "b": 0.8040}
     assert get_metric("cohen_kappa").bounds == (-1.0, 1.0) and get_metric("hd95_mean").bounds[1] == math.inf
-    assert {m.test for m in rows} == {"mcnemar_correct", "mcnemar_malignant", "mcnemar_nonmalignant", "wilcoxon_dice"}
+    # each row is tested on its own metric over patients; mean and median Dice by Wilcoxon on patients
+    assert {m.key: m.test for m in rows if m.test != "permutation"} == {"dice_mean": "wilcoxon_dice",
+                                                                       "dice_median": "wilcoxon_dice"}
+    assert {get_paired_test(m.test).unit for m in rows} == {"patients"}
 
 
 def test_unknown_names_and_bad_declarations():
@@ -196,7 +200,7 @@ def _toy_error_rate(s: Sample) -> np.ndarray:
 @pytest.fixture
 def toy_metric():
     m = register(Metric("toy_error_rate", "Toy Error Rate", _toy_error_rate, direction="min", section="Toy section",
-                        order=99, paper={"a": 0.1}, test="mcnemar_correct", nan_policy="never NaN"))
+                        order=99, paper={"a": 0.1}, test="permutation", nan_policy="never NaN"))
     yield m
     unregister("toy_error_rate")
     assert "toy_error_rate" not in {k.key for k in list_metrics()}
@@ -240,9 +244,15 @@ def test_a_declared_metric_reaches_run_metrics_bootstrap_and_table9(toy_metric, 
     toy = t9.set_index("metric").loc["Toy Error Rate"]
     assert t9["metric"].iloc[-1] == "Toy Error Rate"  # order 99: the last row
     assert toy["A"] == pytest.approx(src.runs[0].metrics["toy_error_rate"]) and toy["paper_A"] == 0.1
-    assert math.isnan(toy["paper_B"]) and toy["test"] == "McNemar (exact)"
-    assert toy["p_value"] == pytest.approx(t9.set_index("metric").loc["Balanced Accuracy", "p_value"])
-    assert "Toy Error Rate" in tests.loc[tests["scope"] == "all images: correct class", "rows"].iloc[0]
+    assert math.isnan(toy["paper_B"]) and toy["test"] == "Permutation (patients)"
+    from harness.metrics.paired import get_paired_test as strategy
+    from harness.report.table9 import paired_data
+
+    groups = group_by_pipeline(src.runs)
+    direct = strategy("permutation").run(paired_data("A", "B", groups["A"], groups["B"]), [toy_metric], 50, 0)
+    assert toy["p_value"] == pytest.approx(direct["toy_error_rate"]["p_value"])  # its own metric, its own test
+    row = tests.set_index("metric").loc["Toy Error Rate"]
+    assert row["difference"] == pytest.approx(toy["A"] - toy["B"]) and row["p_value"] == toy["p_value"]
     assert "*Toy section*" in table9_markdown(t9) and "Toy Error Rate" in table9_latex(t9)
     html = table9_html(t9)
     row = html[html.index("Toy Error Rate"):].split("</tr>")[0]

@@ -144,3 +144,32 @@ def test_summary_table_layout():
     t = S.summary_table(df)
     assert t["metric"].tolist() == ["dice", "hd95"]
     assert t.loc[1, "n_nan"] == 1
+
+
+def test_penalised_hd95_counts_a_miss_at_the_image_diagonal():
+    from harness.metrics.segmentation import penalised_hd95
+
+    gt = np.zeros((30, 40), bool)
+    gt[10:20, 10:20] = True
+    missed = S.per_image(np.zeros_like(gt), gt)
+    assert np.isnan(missed["hd95"]) and penalised_hd95(missed["hd95"], gt.shape) == 50.0  # 3-4-5 triangle
+    shifted = S.per_image(np.roll(gt, 2, axis=1), gt)
+    assert penalised_hd95(shifted["hd95"], gt.shape) == shifted["hd95"] == 2.0
+    assert penalised_hd95(0.0, (5, 5)) == 0.0
+    with pytest.raises(ValueError, match="shape must be"):
+        penalised_hd95(float("nan"), (0, 4))
+
+
+def test_penalised_hd95_does_not_flatter_a_pipeline_that_misses_more():
+    """B finds half the lesions with a tighter boundary: plain HD95 (misses ignored) ranks B first,
+    the penalised variant ranks A first."""
+    from harness.metrics import get_metric
+
+    label = np.zeros(4, int)
+    a = {"label": label, "hd95": np.full(4, 10.0), "hd95_penalised": np.full(4, 10.0)}
+    b = {"label": label, "hd95": np.array([5.0, 5.0, np.nan, np.nan]),
+         "hd95_penalised": np.array([5.0, 5.0, 50.0, 50.0])}
+    plain, penalised = get_metric("hd95_mean"), get_metric("hd95_penalised_mean")
+    assert plain.compute(b) == 5.0 < plain.compute(a) == 10.0
+    assert penalised.compute(a) == 10.0 < penalised.compute(b) == 27.5
+    assert penalised.direction == "min" and get_metric("hd95_penalised_median").compute(b) == 27.5

@@ -89,10 +89,19 @@ def test_wilcoxon_hand_cases():
 def test_across_seeds_ci_clipped_to_bounds():
     from harness.metrics.stats import across_seeds
 
-    wide = across_seeds(np.array([0.2, 0.9]))
+    wide = across_seeds(np.array([0.2, 0.9]), min_n=2)
     assert wide["ci_low"] < 0 and wide["ci_high"] > 1  # t with 1 degree of freedom
-    clipped = across_seeds(np.array([0.2, 0.9]), bounds=(0.0, 1.0))
+    clipped = across_seeds(np.array([0.2, 0.9]), bounds=(0.0, 1.0), min_n=2)
     assert (clipped["ci_low"], clipped["ci_high"]) == (0.0, 1.0) and clipped["mean"] == wide["mean"]
+
+
+def test_no_t_interval_below_three_seeds():
+    two = T.across_seeds(np.array([0.2, 0.9]))
+    assert two["mean"] == pytest.approx(0.55) and two["std"] == pytest.approx(np.std([0.2, 0.9], ddof=1))
+    assert np.isnan(two["ci_low"]) and np.isnan(two["ci_high"]) and two["n"] == 2
+    three = T.across_seeds(np.array([0.2, 0.5, 0.9]))
+    lo, hi = sps.t.interval(0.95, df=2, loc=np.mean([0.2, 0.5, 0.9]), scale=sps.sem([0.2, 0.5, 0.9]))
+    assert (three["ci_low"], three["ci_high"]) == pytest.approx((lo, hi))
 
 
 def test_replicates_of_any_registered_metric_and_nan_for_missing_columns():
@@ -138,3 +147,119 @@ def test_holm_adjusted_p_is_the_smallest_level_rejecting(seed):
     for alpha in (0.01, 0.05, 0.1, 0.2, 0.5):
         assert ((adjusted <= alpha) == _holm_rejects(p, alpha)).all()
     assert (adjusted >= p).all() and (adjusted <= 1).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# Patients: cluster bootstrap, patient swaps, seed-and-patient bootstrap, permutation p
+
+
+def _patients(sizes):
+    return np.repeat([f"P{k}" for k in range(len(sizes))], sizes)
+
+
+def test_patient_codes_number_patients_in_order_of_first_appearance():
+    assert T.patient_codes(["b", "a", "b", "c", "a"]).tolist() == [0, 1, 0, 2, 1]
+    assert T.patient_codes(np.array([7, 7, 3])).tolist() == [0, 0, 1]
+
+
+def test_patient_bootstrap_with_one_image_per_patient_is_the_image_bootstrap():
+    ids = [f"img{i}" for i in range(37)]
+    assert np.array_equal(T.patient_bootstrap_indices(ids, 50, seed=4), T.bootstrap_indices(37, 50, seed=4))
+
+
+def test_patient_bootstrap_moves_the_images_of_a_patient_together():
+    sizes = [1, 3, 2, 1, 2, 3, 1, 2, 1, 3]
+    patients = _patients(sizes)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(patients.size)  # images of a patient need not be adjacent
+    patients = patients[order]
+    idx = T.patient_bootstrap_indices(patients, 400, seed=1)
+    assert idx.shape == (400, patients.size)
+    counts = np.stack([np.bincount(row, minlength=patients.size) for row in idx])  # draws of each image
+    for p in np.unique(patients):
+        members = np.flatnonzero(patients == p)
+        assert (counts[:, members] == counts[:, members[:1]]).all(), "a patient's images are drawn together"
+    # strata of equal image count keep their size: as many 3-image patients drawn as there are
+    drawn_3 = counts[:, np.flatnonzero(np.isin(patients, [f"P{k}" for k, s in enumerate(sizes) if s == 3]))].sum(1)
+    assert (drawn_3 == 3 * 3).all()
+    assert not (counts == 1).all(axis=1).any()  # it resamples
+    assert np.array_equal(idx, T.patient_bootstrap_indices(patients, 400, seed=1))  # seeded
+
+
+def test_patient_interval_is_wider_than_the_image_interval_on_correlated_images():
+    """Each patient has 3 images with the same outcome: the image bootstrap sees 3x the
+    information there is; the patient bootstrap's SE is the binomial SE over patients (oracle)."""
+    rng = np.random.default_rng(5)
+    n_patients = 80
+    right = rng.random(n_patients) < 0.7
+    y = np.repeat(rng.integers(0, 3, n_patients), 3)
+    pred = np.where(np.repeat(right, 3), y, (y + 1) % 3)
+    cols = {"label": y, "pred_label": pred}
+    patients = _patients([3] * n_patients)
+    img = T.bootstrap_replicates(cols, 4000, seed=0, keys=["accuracy"])["accuracy"]
+    pat = T.bootstrap_replicates(cols, 4000, seed=0, keys=["accuracy"], patients=patients)["accuracy"]
+    acc = right.mean()
+    assert pat.std() == pytest.approx(np.sqrt(acc * (1 - acc) / n_patients), rel=0.08)
+    assert img.std() == pytest.approx(np.sqrt(acc * (1 - acc) / (3 * n_patients)), rel=0.08)
+    lo_i, hi_i = T.percentile_ci(img)
+    lo_p, hi_p = T.percentile_ci(pat)
+    assert (hi_p - lo_p) > 1.5 * (hi_i - lo_i)
+    ci = T.bootstrap_ci(cols, 500, seed=0, keys=["accuracy"], patients=patients)["accuracy"]
+    assert ci[0] < acc < ci[1]
+    with pytest.raises(ValueError, match="patients gives 3 images but the columns have 240"):
+        T.bootstrap_replicates(cols, 10, keys=["accuracy"], patients=["a", "b", "c"])
+
+
+def test_patient_swaps_are_constant_within_a_patient_and_fair():
+    patients = _patients([2, 1, 3, 2] * 10)
+    sw = T.patient_swaps(patients, 2000, seed=3)
+    assert sw.shape == (2000, patients.size) and sw.dtype == bool
+    for p in np.unique(patients):
+        members = np.flatnonzero(patients == p)
+        assert (sw[:, members] == sw[:, members[:1]]).all()
+    assert sw.mean() == pytest.approx(0.5, abs=0.02)
+
+
+def test_seed_patient_bootstrap_resamples_seeds_with_the_patients_shared():
+    # two runs whose values do not depend on the patient resample: only the seed draw varies,
+    # and the mean of 2 runs drawn with replacement is 0.2, 0.5, 0.8 with probability 1/4, 1/2, 1/4
+    reps = np.array([[0.2] * 8000, [0.8] * 8000])
+    v = T.seed_patient_bootstrap(reps, seed=0)
+    assert set(np.round(v, 12)) == {0.2, 0.5, 0.8}
+    assert [np.mean(np.isclose(v, x)) for x in (0.2, 0.5, 0.8)] == pytest.approx([0.25, 0.5, 0.25], abs=0.02)
+    # one run: the patient replicates themselves; NaN values left out of the mean
+    one = np.array([[0.1, 0.4, 0.7]])
+    assert T.seed_patient_bootstrap(one).tolist() == [0.1, 0.4, 0.7]
+    with_nan = T.seed_patient_bootstrap(np.array([[0.3, np.nan], [np.nan, np.nan]]), seed=2)
+    assert np.isnan(with_nan[1]) and (np.isnan(with_nan[0]) or with_nan[0] == pytest.approx(0.3))
+    # replicate b uses column b in every run (the same patients), never another column
+    grid = np.array([[0.0, 10.0, 20.0], [1.0, 11.0, 21.0]])
+    v = T.seed_patient_bootstrap(grid, seed=1)
+    assert 0 <= v[0] <= 1 and 10 <= v[1] <= 11 and 20 <= v[2] <= 21
+
+
+def test_permutation_pvalue_hand_case():
+    # |d*| >= 2 for -3 and 2 of 4 permutations: (1 + 2) / (1 + 4)
+    assert T.permutation_pvalue(2.0, np.array([-3.0, 1.0, 2.0, 0.5])) == pytest.approx(0.6)
+    assert T.permutation_pvalue(-2.0, np.array([-3.0, 1.0, 2.0, 0.5, np.nan])) == pytest.approx(0.6)
+    assert T.permutation_pvalue(0.0, np.zeros(9)) == 1.0
+    assert np.isnan(T.permutation_pvalue(np.nan, np.zeros(3))) and np.isnan(T.permutation_pvalue(1.0, [np.nan]))
+
+
+def test_stratified_patient_bootstrap_agrees_with_the_plain_cluster_bootstrap():
+    """Oracle: the textbook cluster bootstrap (draw P patients with replacement, any total of
+    images), written as a loop. Stratifying by image count to keep n fixed changes its spread by
+    no more than Monte-Carlo noise."""
+    rng = np.random.default_rng(7)
+    sizes = np.tile([1, 2, 3, 2], 25)  # 100 patients, 200 images
+    patients = _patients(sizes)
+    right = np.repeat(rng.random(sizes.size) < 0.75, sizes)  # a patient's images share their outcome
+    y = np.repeat(rng.integers(0, 3, sizes.size), sizes)
+    cols = {"label": y, "pred_label": np.where(right, y, (y + 1) % 3)}
+    strat = T.bootstrap_replicates(cols, 3000, seed=0, keys=["balanced_accuracy"],
+                                   patients=patients)["balanced_accuracy"]
+    members = [np.flatnonzero(patients == p) for p in np.unique(patients)]
+    draw = np.random.default_rng(1)
+    plain = [classification_metrics(y[i], cols["pred_label"][i])["balanced_accuracy"]
+             for i in (np.concatenate([members[k] for k in draw.integers(0, 100, 100)]) for _ in range(3000))]
+    assert strat.std() == pytest.approx(np.std(plain), rel=0.08)

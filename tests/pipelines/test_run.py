@@ -194,3 +194,17 @@ def test_pipeline_c_cls_weight_is_a_training_knob(runs, data, tmp_path):
     again = run_trial(load_run_config("tiny-c", TINY + ["eval.tta=false"]), tmp_path / "c3", data_dir=data,
                       store_root=runs["c"].run_dir.parent / "store")
     assert again.trained_stages == [], "TTA is evaluation-only for C too"
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_predictions_carry_the_patient_and_the_penalised_hd95(runs, pipeline, data):
+    """patient_id is the record's patient (the report's statistical unit); hd95_penalised counts a
+    missed or false lesion (HD95 NaN) at the diagonal of the image."""
+    pred = pd.read_csv(runs[pipeline].run_dir / "predictions.csv", dtype={"image_id": str, "patient_id": str})
+    meta = pd.read_excel(data / "training_metadata.xlsx", dtype={"image_id": str, "patient_id": str})
+    expected = meta.set_index("image_id")["patient_id"]
+    assert pred.patient_id.tolist() == expected.loc[pred.image_id].tolist()
+    assert pred.patient_id.nunique() < len(pred)  # two images per patient in this dataset
+    for row in pred.itertuples():
+        h, w = read_png(row.image_path).shape[:2]
+        assert row.hd95_penalised == pytest.approx(np.hypot(h, w) if np.isnan(row.hd95) else row.hd95)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from harness.metrics.stats import across_seeds, mcnemar, wilcoxon
+from harness.metrics.stats import across_seeds
 from harness.report.loader import group_by_pipeline, load_sources
 from harness.report.table9 import TABLE9_ROWS, build_table9, table9_columns
 
@@ -23,8 +24,9 @@ def test_rows_columns_and_paper_values(one_seed):
     _, table, _ = one_seed
     assert table["metric"].tolist() == ROW_NAMES
     assert list(table.columns) == table9_columns(["A", "B"])
-    assert list(table.columns) == ["metric", "A", "paper_A", "A_ci_low", "A_ci_high", "A_std", "A_seed_ci_low",
-                                   "A_seed_ci_high", "A_runs", "B", "paper_B", "B_ci_low", "B_ci_high", "B_std",
+    assert list(table.columns) == ["metric", "A", "paper_A", "A_ci_low", "A_ci_high", "A_std", "A_hier_ci_low",
+                                   "A_hier_ci_high", "A_seed_ci_low", "A_seed_ci_high", "A_runs", "B", "paper_B",
+                                   "B_ci_low", "B_ci_high", "B_std", "B_hier_ci_low", "B_hier_ci_high",
                                    "B_seed_ci_low", "B_seed_ci_high", "B_runs", "test", "p_value", "p_holm"]
     paper = table.set_index("metric")
     assert paper.loc["Balanced Accuracy", "paper_A"] == 0.8439 and paper.loc["Dice >= 0.9", "paper_B"] == 0.658
@@ -58,7 +60,7 @@ def test_missing_pipeline_asked_for_gives_empty_column(run_a):
     assert table["A"].notna().all() and tests.empty and table["p_value"].isna().all()
 
 
-def test_several_seeds_mean_std_and_t_ci(fake_root):
+def test_two_seeds_mean_std_seed_patient_ci_and_no_t_ci(fake_root):
     paths = [fake_root / n for n in ("a_s1", "a_s2", "b_s1", "b_s2")]
     src = load_sources(paths)
     table, tests = build_table9(group_by_pipeline(src.runs), n_boot=100)
@@ -67,24 +69,43 @@ def test_several_seeds_mean_std_and_t_ci(fake_root):
     s = across_seeds(np.array(values))
     assert t.loc["Balanced Accuracy", "A"] == pytest.approx(s["mean"])
     assert t.loc["Balanced Accuracy", "A_std"] == pytest.approx(s["std"])
-    assert t.loc["Balanced Accuracy", "A_seed_ci_low"] == pytest.approx(s["ci_low"])
+    assert t[["A_seed_ci_low", "A_seed_ci_high"]].isna().all(axis=None)  # no t interval with 2 seeds
+    assert (t["A_hier_ci_low"] <= t["A"] + 1e-12).all() and (t["A"] <= t["A_hier_ci_high"] + 1e-12).all()
     assert (t["A_runs"] == 2).all()
-    assert len(tests) == 4
+    assert len(tests) == 10  # one test per row
 
 
 def test_paired_tests_match_direct_computation(one_seed):
+    """Oracles: scipy's Wilcoxon on per-patient mean lesion Dice (pandas groupby), and a permutation
+    test written as a plain loop over the same patient swaps with scikit-learn's balanced accuracy."""
+    from scipy import stats as sps
+    from sklearn.metrics import balanced_accuracy_score
+
+    from harness.metrics.stats import patient_swaps
+
     src, table, tests = one_seed
     a, b = (next(r.predictions for r in src.runs if r.label == p) for p in "AB")
     assert (a["image_id"].to_numpy() == b["image_id"].to_numpy()).all()
-    direct = mcnemar((a.pred_label == a.label).to_numpy(), (b.pred_label == b.label).to_numpy())
-    row = tests[tests["scope"] == "all images: correct class"].iloc[0]
-    assert row["p_value"] == pytest.approx(direct.pvalue) and row["n_informative"] == direct.n
-    lesion = (a.label < 2).to_numpy()
-    w = wilcoxon(a.dice.to_numpy()[lesion], b.dice.to_numpy()[lesion])
-    assert tests[tests["test"].str.startswith("Wilcoxon")]["p_value"].iloc[0] == pytest.approx(w.pvalue)
     t = table.set_index("metric")
+    by_row = tests.set_index("metric")
+    lesion = a.label < 2
+    per_patient = pd.DataFrame({"p": a.patient_id, "a": a.dice, "b": b.dice})[lesion].groupby("p").mean()
+    w = sps.wilcoxon(per_patient["a"], per_patient["b"])
     assert t.loc["Mean Dice", "p_value"] == pytest.approx(w.pvalue)
-    assert t.loc["Macro F1", "test"] == "McNemar (exact)"
+    assert by_row.loc["Mean Dice", "n_patients"] == len(per_patient) < lesion.sum()
+    assert t.loc["Macro F1", "test"] == "Permutation (patients)"
+
+    y, pa, pb = a.label.to_numpy(), a.pred_label.to_numpy(), b.pred_label.to_numpy()
+    observed = balanced_accuracy_score(y, pa) - balanced_accuracy_score(y, pb)
+    swaps = patient_swaps(a.patient_id.to_numpy(), 200, 0)
+    extreme = 0
+    for sw in swaps:
+        d = balanced_accuracy_score(y, np.where(sw, pb, pa)) - balanced_accuracy_score(y, np.where(sw, pa, pb))
+        extreme += abs(d) >= abs(observed) - 1e-12
+    assert by_row.loc["Balanced Accuracy", "statistic"] == pytest.approx(observed)
+    assert t.loc["Balanced Accuracy", "p_value"] == pytest.approx((1 + extreme) / 201)
+    assert by_row.loc["Balanced Accuracy", "difference"] == pytest.approx(observed)
+    assert by_row.loc["Balanced Accuracy", "diff_ci_low"] <= observed <= by_row.loc["Balanced Accuracy", "diff_ci_high"]
 
 
 def test_bootstrap_is_seeded(run_a, run_b):
@@ -111,7 +132,7 @@ def test_three_pipelines_columns_and_pairs(three):
     for pair in ("A_B", "A_C", "B_C"):
         assert {f"p_value_{pair}", f"p_holm_{pair}"} <= set(table.columns)
     assert "p_value" not in table.columns
-    assert tests["pair"].tolist() == [p for p in ("A vs B", "A vs C", "B vs C") for _ in range(4)]
+    assert tests["pair"].tolist() == [p for p in ("A vs B", "A vs C", "B vs C") for _ in range(10)]
     assert tests.loc[tests["pair"] == "A vs B", "C"].isna().all()
     assert tests.loc[tests["pair"] == "B vs C", ["B", "C"]].notna().all(axis=None)
 
@@ -120,12 +141,13 @@ def test_holm_over_pairs_per_row(three):
     from harness.metrics.stats import holm
 
     table, tests = three
-    for _scope, sub in tests.groupby("scope"):
-        assert sub["p_holm"].to_numpy() == pytest.approx(holm(sub["p_value"].to_numpy()))
+    for _metric, sub in tests.groupby("metric"):
+        assert len(sub) == 3 and sub["p_holm"].to_numpy() == pytest.approx(holm(sub["p_value"].to_numpy()))
     t = table.set_index("metric")
-    w = tests[tests["test"].str.startswith("Wilcoxon")].set_index("pair")
+    w = tests[tests["metric"] == "Mean Dice"].set_index("pair")
     assert t.loc["Mean Dice", "p_value_A_C"] == pytest.approx(w.loc["A vs C", "p_value"])
-    assert t.loc["Dice >= 0.9", "p_holm_B_C"] == pytest.approx(w.loc["B vs C", "p_holm"])
+    d9 = tests[tests["metric"] == "Dice >= 0.9"].set_index("pair")
+    assert t.loc["Dice >= 0.9", "p_holm_B_C"] == pytest.approx(d9.loc["B vs C", "p_holm"])
     assert (t["p_holm_A_B"] >= t["p_value_A_B"]).all()
 
 

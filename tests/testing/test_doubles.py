@@ -79,3 +79,36 @@ def test_run_has_one_stage_record_per_registered_stage(tmp_path):
         assert json.loads((run / "metrics.json").read_text())["pipeline"] == pipeline
     with pytest.raises(ValueError, match=r"pipeline must be one of \['a', 'b', 'c'.*\], but got pipeline='z'"):
         make_run(tmp_path / "z", images, "z")
+
+
+def test_patients_of_1_to_3_images_reach_the_metadata_and_the_fake_runs(tmp_path):
+    import pandas as pd
+
+    ds = make_dataset(tmp_path / "ds", n=11, size=32, images_per_patient=(1, 2, 3))
+    assert [im.patient_id for im in ds.images] == ["P000", "P001", "P001", "P002", "P002", "P002", "P003", "P004",
+                                                   "P004", "P005", "P005"]
+    meta = pd.read_excel(ds.root / "training_metadata.xlsx")
+    assert meta["patient_id"].tolist() == [im.patient_id for im in ds.images]
+    assert check_dataset(ds.root, preview=False).ok  # a patient keeps one label
+    no_ids = make_dataset(tmp_path / "no_ids", n=4, size=32, patient_ids=False).images
+    assert [im.patient_id for im in no_ids] == [im.image_id for im in no_ids]  # as harness.data reads it
+    run = make_run(tmp_path / "run", ds.images, "b", seed=3)
+    pred = pd.read_csv(run / "predictions.csv")
+    assert pred["patient_id"].tolist() == [im.patient_id for im in ds.images]
+    assert pred["hd95"].isna().any() and np.allclose(pred["hd95_penalised"], pred["hd95"].fillna(np.hypot(32, 32)))
+    with pytest.raises(ValueError, match="images_per_patient must be >= 1"):
+        make_dataset(tmp_path / "bad", n=3, images_per_patient=(1, 0))
+
+
+def test_patient_correlation_makes_a_patients_images_share_their_outcome(tmp_path):
+    import pandas as pd
+
+    images = make_dataset(tmp_path / "ds", n=60, size=32, images_per_patient=3).images
+    same = pd.read_csv(make_run(tmp_path / "same", images, "a", seed=1, accuracy=0.6, patient_correlation=1.0)
+                       / "predictions.csv")
+    right = (same["pred_label"] == same["label"]).groupby(same["patient_id"])
+    assert (right.nunique() == 1).all() and 0 < right.first().mean() < 1
+    free = pd.read_csv(make_run(tmp_path / "free", images, "a", seed=1, accuracy=0.6) / "predictions.csv")
+    assert ((free["pred_label"] == free["label"]).groupby(free["patient_id"]).nunique() > 1).any()
+    with pytest.raises(ValueError, match=r"patient_correlation must be in \[0, 1\]"):
+        make_run(tmp_path / "bad", images, "a", patient_correlation=1.5)
