@@ -85,8 +85,7 @@ def _rows(display: str, axis: str, groups: dict[str, list[RunData]], ref_label: 
         other = second if first == ref_label else first if second == ref_label else None
         if other is None:
             continue
-        for name in str(t["rows"]).split("; "):
-            raw_p[(other, name)] = float(t["p_value"])
+        raw_p[(other, str(t["metric"]))] = float(t["p_value"])
     out = []
     for m in metrics:
         if m.name not in table.index:
@@ -98,12 +97,22 @@ def _rows(display: str, axis: str, groups: dict[str, list[RunData]], ref_label: 
         p_of = dict(zip(levels, adjusted.tolist(), strict=True))
         for lv in groups:
             mean = float(rec[lv])
+            lo, hi = _interval(rec, lv)
             out.append({"pipeline": display, "axis": axis, "level": lv, "metric": m.key,
-                        "mean": mean, "ci_low": float(rec[f"{lv}_ci_low"]), "ci_high": float(rec[f"{lv}_ci_high"]),
+                        "mean": mean, "ci_low": lo, "ci_high": hi,
                         "n_runs": int(rec[f"{lv}_runs"]), "delta": mean - ref_mean if lv != ref_label else 0.0,
                         "p_value": float(p_of.get(lv, np.nan)), "p_raw": raw_p.get((lv, m.name), np.nan),
                         "reference": lv == ref_label, "metric_name": m.name, "percent": m.percent})
     return out
+
+
+def _interval(rec: pd.Series, level: str) -> tuple[float, float]:
+    """The level's interval as Table 9 shows it: over seeds and patients (hierarchical bootstrap)
+    with several runs, over patients with one."""
+    lo, hi = rec.get(f"{level}_hier_ci_low", np.nan), rec.get(f"{level}_hier_ci_high", np.nan)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        lo, hi = rec[f"{level}_ci_low"], rec[f"{level}_ci_high"]
+    return float(lo), float(hi)
 
 
 def _interaction(cells, pipeline: str, ax1: dict, ax2: dict, metrics: list[Metric]) -> pd.DataFrame:

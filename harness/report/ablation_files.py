@@ -57,9 +57,11 @@ def wide(block: pd.DataFrame) -> pd.DataFrame:
 def caption(pipeline: str, axis: str, block: pd.DataFrame) -> str:
     seeds = int(block["n_runs"].max()) if not block.empty else 0
     who = "all pipelines" if pipeline == "all" else f"pipeline {pipeline}"
+    interval = ("seed-and-patient bootstrap (seeds resampled, then patients)" if seeds > 1
+                else "patient bootstrap")
     return (f"Ablation of {axis} ({who}), test subset, {seeds} seed(s) per level: mean over seeds with its 95% "
-            "interval (as Table 9); Δ = level − reference with the paired test of each metric, Holm-corrected "
-            "across this axis's levels.")
+            f"interval ({interval}, as Table 9); Δ = level − reference with the paired patient-level test of "
+            "each metric (as Table 9's rows), Holm-corrected across this axis's levels.")
 
 
 def ablation_markdown(ab: Ablation) -> str:
