@@ -117,8 +117,9 @@ def reconcile(spec: StudySpec, storage: optuna.storages.BaseStorage) -> tuple[di
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
             storage.set_trial_user_attr(trial_id, INTERRUPTED, True)
             study.tell(t.number, state=TrialState.FAIL)
-            study.enqueue_trial(t.params, user_attrs={RETRY_OF: t.number})
-            requeued += 1
+            if t.params:  # killed before its parameters were drawn: nothing to repeat, the budget tops up
+                study.enqueue_trial(t.params, user_attrs={RETRY_OF: t.number})
+                requeued += 1
         finished[pipeline] = count_finished(study)
     return finished, requeued
 
