@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from harness import __version__
 from harness.errors import HarnessError
 
-VERB_MODULES = ("data", "run", "report", "study")
+VERB_MODULES = ("data", "run", "report", "study", "predict")
 
 
 def build_parser() -> argparse.ArgumentParser:
