@@ -33,6 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     resume.add_argument("--no-report", action="store_true", help="skip building the report")
     resume.set_defaults(func=_resume)
 
+    plan = verbs.add_parser("plan", help="what a study will cost before it runs",
+                            description="Trials per pipeline, stage trainings and cache hits, per-epoch cost of "
+                                        "each stage (a short probe here, or --calibrate with an earlier study's "
+                                        "records), concurrency and the estimated wall time.")
+    plan.add_argument("study", help="study YAML or its name")
+    plan.add_argument("--data", type=Path, help="dataset directory (its image count sizes the epochs)")
+    plan.add_argument("--calibrate", type=Path, metavar="STUDY_DIR", help="per-epoch times from an earlier study")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON (estimated_seconds, ...)")
+    plan.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    plan.set_defaults(func=_plan)
+
     status = verbs.add_parser("status", help="table of trials and the best so far",
                               description="Print every trial (state, pipeline, params, values, time) and the best "
                                           "trial of each pipeline.")
@@ -85,8 +96,21 @@ def _overrides(items: list[str]) -> dict:
     return {".".join(k): v for k, v in (parse_override(o) for o in items)}
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from harness.tune.plan import format_plan, plan_study
+    from harness.tune.study import load_study
+
+    plan = plan_study(load_study(args.study, _overrides(args.overrides)), args.data, args.calibrate)
+    print(plan.to_json() if args.json else format_plan(plan))
+    return 0
+
+
 def _execute(spec, study_dir: Path, args: argparse.Namespace, resume: bool) -> int:
+    from harness.tune.plan import format_plan, plan_study
     from harness.tune.runner import run_study
+
+    calibrate = study_dir if (study_dir / "stage_cache").is_dir() else None
+    print(format_plan(plan_study(spec, args.data, calibrate)), flush=True)
 
     summary = run_study(spec, study_dir, data_dir=args.data, address=args.address, resume=resume,
                         storage_url=args.storage)

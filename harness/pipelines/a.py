@@ -17,7 +17,7 @@ from harness.pipelines.stages import CLASSIFIER, SEGMENTER, Stage, classify, les
 @register_pipeline(
     "a", label="A", title="classification-first", color="#2b6cb0",
     stages=(StageSpec("classifier3", "classifier", "classifier", 3),
-            StageSpec("segmenter_binary", "segmenter", "segmenter", 1)),
+            StageSpec("segmenter_binary", "segmenter", "segmenter", 1, "lesion")),
     sections=("classifier", "segmenter", "eval"), explain=("classifier3", "full"),
     presets={"paper-a": "paper-a", "tiny-a": "tiny-a"}, base_preset="paper-a")
 class ClassificationFirst(Pipeline):

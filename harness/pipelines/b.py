@@ -45,7 +45,7 @@ def lesion_score(pixels: np.ndarray, threshold: int) -> np.ndarray:
 @register_pipeline(
     "b", label="B", title="segmentation-first", color="#dd6b20",
     stages=(StageSpec("segmenter3", "segmenter", "segmenter", 3),
-            StageSpec("roi_classifier", "classifier", "classifier", 2)),
+            StageSpec("roi_classifier", "classifier", "classifier", 2, "lesion")),
     sections=("classifier", "segmenter", "roi", "eval"), explain=("roi_classifier", "roi"),
     presets={"paper-b": "paper-b", "tiny-b": "tiny-b"}, base_preset="paper-b")
 class SegmentationFirst(Pipeline):

@@ -41,6 +41,8 @@ class StageSpec:
     kind: StageKindName
     section: str
     classes: int
+    train_on: Literal["all", "lesion"] = "all"
+    """Which training images the stage sees (the study plan sizes its epochs with it)."""
 
 
 @dataclass(frozen=True)
