@@ -11,6 +11,7 @@ half-written file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import posixpath
@@ -19,7 +20,6 @@ import stat
 import struct
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -103,7 +103,7 @@ def _file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-@contextmanager
+@contextlib.contextmanager
 def open_regular(path: Path, limit: int | None = None) -> Iterator[BinaryIO]:
     """``path`` opened for reading if it is a regular file (of at most ``limit`` bytes).
 
@@ -215,9 +215,8 @@ def load_png(path: Path, *, mask: bool = False, verify: bool = False) -> tuple[P
         raise FileProblem(path, f"decoded to {arr.shape[1]}x{arr.shape[0]}, but its header says "
                                 f"{header.width}x{header.height}", "re-export the file")
     if mask:
-        if arr.ndim == 3:
-            arr = arr[..., :3].max(axis=2)
-        arr = arr > 0
+        channels = arr[..., :3].max(axis=2) if arr.ndim == 3 else arr
+        return header, np.asarray(channels > 0)
     return header, arr
 
 
@@ -342,7 +341,7 @@ def _publish(stage: Path, out: Path, last: Sequence[str], moved: list[Path]) -> 
             moved.append(target)
 
 
-@contextmanager
+@contextlib.contextmanager
 def staged_output(out: Path, *, last: Sequence[str] = ()) -> Iterator[Path]:
     """Write an output directory's files into a staging directory and move them into ``out`` at the end.
 
@@ -366,7 +365,7 @@ def staged_output(out: Path, *, last: Sequence[str] = ()) -> Iterator[Path]:
         _publish(stage, out, last, moved)
     except BaseException as e:
         for p in reversed(moved):  # a failed publish takes back what it moved
-            with _quiet():
+            with contextlib.suppress(OSError):
                 p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()
         shutil.rmtree(stage, ignore_errors=True)
         if created:
@@ -375,14 +374,6 @@ def staged_output(out: Path, *, last: Sequence[str] = ()) -> Iterator[Path]:
             raise output_problem(out, e) from None
         raise
     shutil.rmtree(stage, ignore_errors=True)
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    try:
-        yield
-    except OSError:
-        pass
 
 
 # ---------------------------------------------------------------------------------------------

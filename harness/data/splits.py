@@ -263,8 +263,8 @@ def make_split(
 
 def split_path(root: Path, name: str) -> Path:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise DataError(f"split name {quoted(str(name))} must be 1-100 letters, digits, \"_\", \"-\" or \".\", starting "
-                        f"with a letter or digit (it becomes splits/<name>.json).")
+        raise DataError(f"split name {quoted(str(name))} must be 1-100 letters, digits, '_', '-' or '.', starting "
+                        "with a letter or digit (it becomes splits/<name>.json).")
     return Path(root) / "splits" / f"{name}.json"
 
 
@@ -280,7 +280,8 @@ class _Fields:
     """Typed reads of a split file's fields; every problem is collected with the field's name."""
 
     def __init__(self, data: dict, rel: str):
-        self.data, self.rel, self.problems = data, rel, []
+        self.data, self.rel = data, rel
+        self.problems: list[str] = []
 
     def _bad(self, key: str, want: str) -> None:
         shown = one_line(json.dumps(self.data.get(key)), 60)
