@@ -91,7 +91,7 @@ def _os_problem(path: Path, e: OSError) -> FileProblem:
     if isinstance(e, FileNotFoundError):
         return FileProblem(path, "no such file", "fix the path in the metadata or add the file")
     if isinstance(e, IsADirectoryError):
-        return FileProblem(path, "is a directory, not a PNG file", "point the metadata at a .png file")
+        return FileProblem(path, "is a directory, not a file", "point it at a file")
     return FileProblem(path, f"cannot read ({e.strerror})", "check the file's permissions")
 
 
@@ -114,9 +114,15 @@ def open_regular(path: Path, limit: int | None = None) -> Iterator[BinaryIO]:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
+        try:  # a socket cannot even be opened (ENXIO): say what it is
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            raise FileProblem(path, f"is {_file_kind(mode)}, not a regular file", "point it at a file") from None
         raise _os_problem(Path(path), e) from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
+    try:
+        st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             raise _os_problem(Path(path), IsADirectoryError(errno.EISDIR, "Is a directory"))
         if not stat.S_ISREG(st.st_mode):
@@ -124,6 +130,11 @@ def open_regular(path: Path, limit: int | None = None) -> Iterator[BinaryIO]:
         if limit is not None and st.st_size > limit:
             raise FileProblem(path, f"is {st.st_size / 2**20:.0f} MB, over the limit of {limit / 2**20:.0f} MB",
                               "use a smaller file")
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
         yield f
 
 
@@ -358,6 +369,8 @@ def staged_output(out: Path, *, last: Sequence[str] = ()) -> Iterator[Path]:
         out.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
     except OSError as e:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
         raise output_problem(out, e, "cannot create the output directory") from None
     moved: list[Path] = []
     try:

@@ -664,14 +664,14 @@ def synthesize(
     """
     out = Path(out)
     _check_args(out, n_images, size, seed, proportions, images_per_patient)
+    require_free_space(out, synth_bytes(int(n_images), int(size)),
+                       f"a synthetic dataset of {n_images} images at {size} px",
+                       "free space there, write to another disk, or ask for fewer or smaller images")
     t0 = time.perf_counter()
     benign, malignant, normal = (float(p) for p in proportions)
     counts = class_counts(int(n_images), (benign, malignant, normal))
     plan = _plan_patients(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1 << 30,))),
                           counts, (int(images_per_patient[0]), int(images_per_patient[1])))
-    require_free_space(out, synth_bytes(int(n_images), int(size)),
-                       f"a synthetic dataset of {n_images} images at {size} px",
-                       "free space there, write to another disk, or ask for fewer or smaller images")
     with staged_output(out, last=(METADATA_FILE,)) as stage:
         rows = _render_all(stage, plan, int(n_images), int(size), seed, progress)
         _write_metadata(stage / METADATA_FILE, rows)
