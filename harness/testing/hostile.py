@@ -91,17 +91,44 @@ class _FullDisk:
         self._f.close()
 
 
-@contextmanager
-def failing_writes(monkeypatch: Any, module: Any, budget: int) -> Iterator[Callable[[], int]]:
-    """Make files that ``module`` opens for writing with ``open`` fail with ENOSPC after ``budget`` bytes in total.
+class _OsWithFullDisk:
+    """The ``os`` module as one module sees it, with ``fdopen`` files that fill the disk."""
 
-    Yields a function returning the bytes left. Only ``module``'s own ``open`` calls are affected.
+    def __init__(self, real: Any, left: list[int]):
+        self._real, self._left = real, left
+
+    def fdopen(self, fd: int, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        f = self._real.fdopen(fd, mode, *args, **kwargs)
+        return _FullDisk(f, self._left) if any(c in mode for c in "wxa") else f
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+@contextmanager
+def failing_writes(module: Any, budget: int) -> Iterator[Callable[[], int]]:
+    """Make files that ``module`` opens for writing (with ``open`` or ``os.fdopen``) fail with ENOSPC once
+    ``budget`` bytes were written in total, until the block ends.
+
+    Yields a function returning the bytes left. Only ``module``'s own calls are affected.
     """
     left = [budget]
 
     def fake_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        f = builtins.open(file, mode, *args, **kwargs)
+        f = builtins.open(file, mode, *args, **kwargs)  # noqa: SIM115 - returned open, as open does
         return _FullDisk(f, left) if any(c in mode for c in "wxa") else f
 
-    monkeypatch.setattr(module, "open", fake_open, raising=False)
-    yield lambda: left[0]
+    had_open, real_os = "open" in vars(module), vars(module).get("os")
+    saved_open = vars(module).get("open")
+    module.open = fake_open
+    if real_os is not None:
+        module.os = _OsWithFullDisk(real_os, left)
+    try:
+        yield lambda: left[0]
+    finally:
+        if had_open:
+            module.open = saved_open
+        else:
+            del module.open
+        if real_os is not None:
+            module.os = real_os

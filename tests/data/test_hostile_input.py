@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import resource
+import socket
 import stat
 import subprocess
 import sys
@@ -61,7 +61,7 @@ def test_hostile_image_ids_are_refused_with_their_row(capsys, dataset, edit_meta
     _set_ids(edit_metadata, dataset, dict(enumerate(HOSTILE_IDS)))
     code, _, errors = run(capsys, "data", verb, dataset)
     assert code == 2
-    for k, value in enumerate(HOSTILE_IDS):
+    for k in range(len(HOSTILE_IDS)):
         line = next(e for e in errors if f"row {k + 2}:" in e)
         assert "image_id" in line and "file names" in line and "\n" not in line
     assert not (dataset / "splits").exists()
@@ -133,8 +133,9 @@ def test_garbage_image_data_with_valid_crcs_fails_the_check_not_the_cache(capsys
 
 def test_what_the_check_accepts_the_cache_decodes(dataset, write_png, tmp_path):
     """A file whose data decodes only partly (rows missing from a complete zlib stream) is refused by both."""
-    from harness.testing.hostile import raw_rows
     import zlib
+
+    from harness.testing.hostile import raw_rows
 
     (dataset / "images" / "m002.png").write_bytes(raw_png(48, 48, idat=zlib.compress(raw_rows(48, 40))))
     assert any("m002.png: corrupt PNG (image data ends early" in e for e in check_dataset(dataset).errors)
