@@ -69,19 +69,39 @@ def autocast(info: DeviceInfo):
     return torch.autocast(device_type=info.device.type, dtype=info.amp_dtype, enabled=info.amp)
 
 
+class _Writes:
+    """A file for ``torch.save`` that remembers the OSError of a failed write (torch reports it as "unexpected pos")."""
+
+    def __init__(self, f: Any):
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return int(self.f.write(data))
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.f, name)
+
+
 def _save_atomic(obj: Any, path: Path, stage: str) -> None:
     """``torch.save`` to a temp file, flushed to disk, renamed over ``path``: a crash or a full disk never leaves a
     cut checkpoint, only the previous complete one (a failure is one TrainingError line, with no temp file left)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
+    writes = None
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            writes = _Writes(f)
+            torch.save(obj, writes)
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(path)
     except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as RuntimeError
         tmp.unlink(missing_ok=True)
-        why = getattr(e, "strerror", None) or one_line(e, 120)
+        cause = writes.error if writes is not None and writes.error is not None else e
+        why = getattr(cause, "strerror", None) or one_line(cause, 120)
         raise TrainingError(f"stage {stage}: cannot write the checkpoint {path} ({why}); free disk space (or move the "
                             "stage store to another disk) and run again: training resumes from the last complete "
                             "checkpoint.") from None
