@@ -73,7 +73,8 @@ class _Writes:
     """A file for ``torch.save`` that remembers the OSError of a failed write (torch reports it as "unexpected pos")."""
 
     def __init__(self, f: Any):
-        self.f, self.error = f, None
+        self.f = f
+        self.error: OSError | None = None
 
     def write(self, data: Any) -> int:
         try:
