@@ -175,7 +175,7 @@ def _try_open(
         return None, f"missing file {Path(e.filename or '').name}"
     except DataError as e:
         return None, f"unreadable ({e.problems[0]})"
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         return None, f"unreadable ({type(e).__name__}: {e})"
     return cache, "ok"
 
@@ -205,7 +205,7 @@ def content_hash(index: DatasetIndex, cache_dir: Path | None = None) -> str:
         saved = json.loads(read_text(sidecar))
         if saved.get("fingerprint") == fingerprint and isinstance(saved.get("content"), str):
             return str(saved["content"])
-    except (DataError, ValueError, AttributeError):
+    except (DataError, ValueError, AttributeError, RecursionError):
         pass
     files = [f for r in index.records for f in (index.image_file(r), index.mask_file(r))]
     t0 = time.perf_counter()

@@ -337,8 +337,8 @@ def _read_split_file(path: Path, rel: str, todo: str) -> dict:
         data = json.loads(read_text(path))
     except FileProblem as e:
         raise DataError(f"{rel}: {e.reason}; {todo}.") from None
-    except ValueError as e:  # JSONDecodeError, and an int literal of more than 4300 digits
-        raise DataError(f"{rel}: not a valid split file ({one_line(e)}); {todo}.") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, an int of over 4300 digits, [[[[...]]]]
+        raise DataError(f"{rel}: not a valid split file ({type(e).__name__}: {one_line(e)}); {todo}.") from None
     if not isinstance(data, dict):
         raise DataError(f"{rel}: not a valid split file (a JSON object is expected, not {type(data).__name__}); "
                         f"{todo}.")

@@ -88,7 +88,7 @@ class StageStore:
             return None
         try:
             record = json.loads(read_text(path))
-        except (DataError, ValueError) as e:
+        except (DataError, ValueError, RecursionError) as e:
             logger.warning("%s: unreadable stage record (%s); training stage %s again.", path,
                            one_line(e.problems[0] if isinstance(e, DataError) else e), stage)
             return None
