@@ -147,7 +147,9 @@ def workbook_case(k: int, rng: np.random.Generator) -> Case:
     if kind == "missing_column":
         column = ["image_path", "mask_path", "label"][int(rng.integers(0, 3))]
 
-        def drop(ws, idx=COLUMNS.index(column) + 1):
+        idx = COLUMNS.index(column) + 1
+
+        def drop(ws):
             ws.delete_cols(idx)
 
         return Case(f"no-{column}", command, _sheet_edit(drop), [(META, f'required column "{column}" is missing')])
@@ -167,7 +169,8 @@ def workbook_case(k: int, rng: np.random.Generator) -> Case:
         value = HOSTILE_PATHS[int(rng.integers(0, len(HOSTILE_PATHS)))]
         return Case(f"{column}={value[:20]!r}", command, _set(column, lesion_row, value), [(f"row {lesion_row}",)])
     if kind == "truncated":
-        return Case("truncated", command, _raw(lambda d, f=rng.random(): d[: int(f * len(d))]), [(META,)])
+        frac = rng.random()
+        return Case("truncated", command, _raw(lambda d: d[: int(frac * len(d))]), [(META,)])
     if kind == "garbage":
         n, prefix = int(rng.integers(1, 5000)), [b"", b"PK", b"PK\x03\x04"][int(rng.integers(0, 3))]
         junk = prefix + rng.integers(0, 256, n, dtype=np.uint8).tobytes()
@@ -253,7 +256,8 @@ def split_case(k: int, rng: np.random.Generator) -> Case:
         culprit = "subsets" if field == "subsets" else field
         return Case(f"{field}={value!r}", "run", _split_json(edit), [(SPLIT, culprit)])
     if kind == "truncated":
-        return Case("truncated", "run", _split_bytes(lambda t, f=rng.random(): t[: int(f * (len(t) - 2))].encode()),
+        frac = rng.random()
+        return Case("truncated", "run", _split_bytes(lambda t: t[: int(frac * (len(t) - 2))].encode()),
                     [(SPLIT, "not a valid split file")])
     if kind == "huge":
         which = int(rng.integers(0, 4))
