@@ -19,6 +19,8 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PIXELS = 64 * 2**20
 """Largest width x height decoded (~8192 x 8192); ultrasound frames are well under 1 Mpx."""
@@ -158,29 +160,42 @@ def verify_png_data(data: bytes) -> PngHeader:
     return header
 
 
+def _check_filters(block: np.ndarray, got: int, passes: list[tuple[int, int, int]]) -> None:
+    """Every row that starts in ``block`` (which begins at stream offset ``got``) has filter type 0-4."""
+    end = got + len(block)
+    row_base = 0
+    for offset, n, stride in passes:
+        first = max(0, -(-(got - offset) // stride))
+        last = min(n, (end - 1 - offset) // stride + 1)
+        if first < last:
+            filters = block[offset + np.arange(first, last, dtype=np.int64) * stride - got]
+            if filters.max() > 4:
+                bad = int(np.argmax(filters > 4))
+                raise PngError(f"corrupt PNG (row {row_base + first + bad} has filter type {filters[bad]}; 0-4 exist)")
+        row_base += n
+
+
 def _inflate_rows(header: PngHeader, idat: list[memoryview]) -> None:
     """Inflate the IDAT stream in bounded blocks; check its length, its end and every row's filter byte.
 
     Data after the last row is allowed (libpng only warns) up to :data:`_BLOCK` x 16 bytes, so a
     small image cannot hide a decompression bomb.
     """
-    rows = [stride for n, stride in _rows(header) for _ in range(n)]
-    expected = sum(rows)
+    passes = []  # (offset of the pass in the stream, rows, bytes per row)
+    expected = 0
+    for n, stride in _rows(header):
+        passes.append((expected, n, stride))
+        expected += n * stride
     limit = expected + 16 * _BLOCK
     inflater = zlib.decompressobj()
-    got, next_row, row_index = 0, 0, 0
+    got = 0
     try:
         for part in idat:
             pending = bytes(part)
             while pending and not inflater.eof:
                 block = inflater.decompress(pending, _BLOCK)
                 pending = inflater.unconsumed_tail
-                while row_index < len(rows) and next_row < got + len(block):
-                    if block[next_row - got] > 4:
-                        raise PngError(f"corrupt PNG (row {row_index} has filter type {block[next_row - got]}; "
-                                       "0-4 exist)")
-                    next_row += rows[row_index]
-                    row_index += 1
+                _check_filters(np.frombuffer(block, np.uint8), got, passes)
                 got += len(block)
                 if got > limit:
                     raise PngError(f"corrupt PNG (image data inflates to over {limit} bytes; the header implies "
