@@ -140,3 +140,24 @@ def test_a_damaged_stored_stage_is_trained_again(tmp_path, make_dataset, caplog,
     assert run_info["trained_stages"] == ["joint"]
     assert main([*args, "--out", str(tmp_path / "r3")]) == 0  # and the retrained stage is reused next time
     assert json.loads((tmp_path / "r3" / "run.json").read_text())["trained_stages"] == []
+
+
+@pytest.mark.parametrize("content", [b"PK\x03\x04garbage", "tampered"])
+def test_a_damaged_run_checkpoint_is_one_line_for_grad_cam(tmp_path, content):
+    from harness.errors import DataError
+    from harness.pipelines.artifacts import load_classifier
+    from harness.testing.datasets import make_dataset
+    from harness.testing.runs import classifier_stage, make_run
+
+    run = make_run(tmp_path / "run", make_dataset(tmp_path / "data", 6, 32).images, "a")
+    checkpoint = tmp_path / "x.pt"
+    if content == "tampered":
+        torch.save({"weight": torch.zeros(2)}, checkpoint)
+    else:
+        checkpoint.write_bytes(content)
+    record = run / "stages" / f"{classifier_stage('a')}.json"
+    record.write_text(json.dumps(json.loads(record.read_text()) | {"checkpoint": str(checkpoint)}))
+    with pytest.raises(DataError) as e:
+        load_classifier(run)
+    (line,) = e.value.problems
+    assert f"cannot load the classifier3 checkpoint {checkpoint}" in line and "\n" not in line
