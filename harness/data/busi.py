@@ -20,15 +20,8 @@ import numpy as np
 import pandas as pd
 
 from harness import CLASS_NAMES
-from harness.data.io import (
-    FileProblem,
-    image_size,
-    inspect_png,
-    read_mask,
-    require_free_space,
-    staged_output,
-    write_mask,
-)
+from harness.data.io import FileProblem, image_size, inspect_png, read_mask, write_mask
+from harness.data.output import require_free_space, staged_output
 from harness.data.records import METADATA_FILE
 from harness.errors import DataError
 

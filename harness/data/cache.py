@@ -28,15 +28,8 @@ from typing import Any, BinaryIO
 import cv2
 import numpy as np
 
-from harness.data.io import (
-    open_regular,
-    output_problem,
-    read_image,
-    read_mask,
-    read_text,
-    require_free_space,
-    write_bytes_atomic,
-)
+from harness.data.io import open_regular, read_image, read_mask, read_text
+from harness.data.output import output_problem, require_free_space, write_bytes_atomic
 from harness.data.records import DatasetIndex, Record
 from harness.errors import DataError, OutputError
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.io import output_problem, read_text, write_bytes_atomic
+from harness.data.io import read_text
+from harness.data.output import output_problem, write_bytes_atomic
 from harness.data.records import DatasetIndex
 from harness.data.splits import Split, _counts, load_split, split_groups, split_path
 from harness.errors import DataError

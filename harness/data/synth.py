@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from harness import CLASS_NAMES
-from harness.data.io import require_free_space, staged_output
+from harness.data.output import require_free_space, staged_output
 from harness.errors import DataError
 
 logger = logging.getLogger(__name__)

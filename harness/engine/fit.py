@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from harness.config import OptimConfig
-from harness.data.io import require_free_space
+from harness.data.output import require_free_space
 from harness.engine.device import DeviceInfo
 from harness.errors import TrainingError, one_line
 from harness.metrics import get_metric

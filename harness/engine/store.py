@@ -19,7 +19,8 @@ from typing import Any
 
 from filelock import FileLock
 
-from harness.data.io import output_problem, read_text, write_bytes_atomic
+from harness.data.io import read_text
+from harness.data.output import output_problem, write_bytes_atomic
 from harness.errors import DataError, one_line
 
 logger = logging.getLogger(__name__)

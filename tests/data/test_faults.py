@@ -14,10 +14,10 @@ import pytest
 
 from harness.cli import main
 from harness.data import cache as cache_module
-from harness.data import io, synth
+from harness.data import output, synth
 from harness.data.cache import cache_bytes, load_cache
 from harness.data.check import load_index
-from harness.data.io import require_free_space, staged_output, write_bytes_atomic
+from harness.data.output import require_free_space, staged_output, write_bytes_atomic
 from harness.data.records import METADATA_FILE
 from harness.errors import OutputError
 from harness.testing.hostile import failing_writes
@@ -89,7 +89,7 @@ def test_write_bytes_atomic_on_a_full_disk(tmp_path, monkeypatch):
     target = tmp_path / "d" / "x.json"
     write_bytes_atomic(target, b"old")
 
-    with failing_writes(io, 100), pytest.raises(OutputError) as e:
+    with failing_writes(output, 100), pytest.raises(OutputError) as e:
         write_bytes_atomic(target, b"new" * 10_000)
     assert e.value.problems[0].startswith(f"{target}: cannot write it (") and "free disk space" in e.value.problems[0]
     assert target.read_bytes() == b"old" and sorted(os.listdir(target.parent)) == ["x.json"]
@@ -158,7 +158,7 @@ def test_staged_output_publishes_the_metadata_last_and_takes_back_a_failed_publi
     out = tmp_path / "out"
     order = []
     real = os.replace
-    monkeypatch.setattr(io.os, "replace", lambda a, b: order.append(Path(b).name) or real(a, b))
+    monkeypatch.setattr(output.os, "replace", lambda a, b: order.append(Path(b).name) or real(a, b))
     with staged_output(out, last=(METADATA_FILE,)) as stage:
         (stage / "images").mkdir()
         for name in ("a.png", "b.png"):
@@ -173,7 +173,7 @@ def test_staged_output_publishes_the_metadata_last_and_takes_back_a_failed_publi
             raise OSError(errno.EIO, "Input/output error")
         real(a, b)
 
-    monkeypatch.setattr(io.os, "replace", fail_on_metadata)
+    monkeypatch.setattr(output.os, "replace", fail_on_metadata)
     with pytest.raises(OutputError, match="Input/output error"), \
             staged_output(tmp_path / "new", last=(METADATA_FILE,)) as stage:
         (stage / "images").mkdir()
