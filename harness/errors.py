@@ -26,8 +26,21 @@ class DataError(HarnessError):
     """A dataset directory, metadata file, image, mask or split is invalid."""
 
 
+class OutputError(HarnessError):
+    """An output cannot be written: permissions, a full disk, a file where a directory belongs."""
+
+
 class TrainingError(HarnessError):
     """Training could not go on (e.g. a non-finite loss); what was saved is kept."""
+
+
+def one_line(text: object, limit: int = 200) -> str:
+    """``str(text)`` with line breaks and other control characters as spaces, cut to ``limit`` characters.
+
+    For text from files and libraries that goes into a one-line message.
+    """
+    flat = "".join(c if c.isprintable() else " " for c in str(text)).strip()
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

@@ -60,10 +60,11 @@ def cmd_import_busi(args: argparse.Namespace) -> int:
 
 def cmd_split(args: argparse.Namespace) -> int:
     from harness.data.check import load_index
-    from harness.data.splits import load_split, make_split, save_split, split_path
+    from harness.data.splits import check_split_arguments, load_split, make_split, save_split, split_path
 
-    index = load_index(args.dir, parse_columns(args.columns), check=True)
+    check_split_arguments(args.val, args.test, args.seed)  # before the (slow) dataset check
     path = split_path(args.dir, args.name)
+    index = load_index(args.dir, parse_columns(args.columns), check=True)
     split = make_split(index, args.val, args.test, args.seed, args.group_duplicates, name=args.name)
     if path.exists() and not args.force:
         try:

@@ -9,7 +9,6 @@ which are merged by logical OR. BUSI has no patient ids: each image becomes its 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import time
@@ -22,6 +21,7 @@ import pandas as pd
 
 from harness import CLASS_NAMES
 from harness.data.io import FileProblem, image_size, inspect_png, read_mask, write_mask
+from harness.data.output import require_free_space, staged_output
 from harness.data.records import METADATA_FILE
 from harness.errors import DataError
 
@@ -84,7 +84,13 @@ def _source_root(src: Path) -> Path:
 
 def scan_busi(src: Path) -> list[BusiImage]:
     """List images and their masks per class folder; every layout problem raised together."""
-    src = Path(src)
+    try:
+        return _scan(Path(src))
+    except OSError as e:
+        raise DataError(f"{e.filename or src}: cannot list it ({e.strerror}); check its permissions.") from None
+
+
+def _scan(src: Path) -> list[BusiImage]:
     if not src.is_dir():
         raise DataError(f"{src}: no such directory; give the BUSI folder that holds benign/, malignant/ and normal/.")
     src = _source_root(src)
@@ -156,25 +162,34 @@ def _convert(item: BusiImage, out: Path) -> None:
 def import_busi(src: Path, out: Path, *, workers: int = 2) -> BusiSummary:
     """Write BUSI as ``out/images``, ``out/masks`` and ``out/training_metadata.xlsx`` (paper format).
 
-    Everything is verified before anything is written, and the output appears atomically
-    (built in a sibling directory, then renamed), so a failed import leaves no half dataset.
+    Everything is verified (and the free disk space compared with what the import needs) before
+    anything is written, and the output appears only when complete (built in a staging directory
+    inside ``out``, then moved in, the metadata last), so a failed import leaves no half dataset.
+    ``out`` may be new, empty, ``.`` or a symlink to an empty directory.
     """
     t0 = time.perf_counter()
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.is_symlink() and not out.exists():
+        raise DataError(f"{out}: is a symlink to a missing directory; give a new or empty output directory.")
+    try:
+        occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    except OSError as e:
+        raise DataError(f"{out}: cannot list it ({e.strerror}); give a new or empty output directory.") from None
+    if occupied:
         raise DataError(f"{out}: already exists and is not empty; give a new or empty output directory.")
     items = scan_busi(Path(src))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         problems = [p for ps in pool.map(_check_sizes, items) for p in ps]
     if problems:
         raise DataError(problems)
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    (partial / "images").mkdir(parents=True)
-    (partial / "masks").mkdir()
-    try:
+    need = sum(it.image.stat().st_size + sum(m.stat().st_size for m in it.masks) for it in items) + 2**20
+    require_free_space(out, need, f"the imported dataset ({len(items)} images)",
+                       "free space there or choose an output directory on another disk")
+    with staged_output(out, last=(METADATA_FILE,)) as stage:
+        (stage / "images").mkdir()
+        (stage / "masks").mkdir()
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            list(pool.map(lambda item: _convert(item, partial), items))
+            list(pool.map(lambda item: _convert(item, stage), items))
         rows = [
             {
                 "image_id": it.image_id,
@@ -187,12 +202,7 @@ def import_busi(src: Path, out: Path, *, workers: int = 2) -> BusiSummary:
             }
             for it in items
         ]
-        pd.DataFrame(rows).to_excel(partial / METADATA_FILE, index=False)
-        if out.exists():
-            out.rmdir()
-        os.replace(partial, out)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        pd.DataFrame(rows).to_excel(stage / METADATA_FILE, index=False)
     logger.warning(
         "BUSI has no patient ids: patient_id is set to the image id, so a patient-wise split cannot be "
         "guaranteed; split with `harness data split %s --group-duplicates` to keep near-duplicate images together.",

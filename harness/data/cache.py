@@ -14,21 +14,24 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import time
 import uuid
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import cv2
 import numpy as np
 
-from harness.data.io import read_image, read_mask, write_bytes_atomic
+from harness.data.io import open_regular, read_image, read_mask, read_text
+from harness.data.output import output_problem, require_free_space, write_bytes_atomic
 from harness.data.records import DatasetIndex, Record
-from harness.errors import DataError
+from harness.errors import DataError, OutputError
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +150,10 @@ def _try_open(
         return None, "absent"
     shape = (len(index), size, size)
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(read_text(meta_path))
+        for path in (images_path, masks_path):  # np.load would block on a FIFO
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                return None, f"{path.name} is not a regular file"
         if meta.get("version") != CACHE_VERSION:
             return None, f"cache version {meta.get('version')} != {CACHE_VERSION}"
         if meta.get("fingerprint") != fingerprint:
@@ -160,7 +166,9 @@ def _try_open(
                 return None, f"{name} checksum mismatch (file damaged)"
     except FileNotFoundError as e:
         return None, f"missing file {Path(e.filename or '').name}"
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except DataError as e:
+        return None, f"unreadable ({e.problems[0]})"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         return None, f"unreadable ({type(e).__name__}: {e})"
     return cache, "ok"
 
@@ -169,7 +177,7 @@ def _file_digest(path: Path | None) -> str:
     if path is None:
         return "-"
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -187,10 +195,10 @@ def content_hash(index: DatasetIndex, cache_dir: Path | None = None) -> str:
     sidecar = directory / f"{dataset_stem(index)}.content.json"
     fingerprint = _fingerprint(index)
     try:
-        saved = json.loads(sidecar.read_text())
+        saved = json.loads(read_text(sidecar))
         if saved.get("fingerprint") == fingerprint and isinstance(saved.get("content"), str):
             return str(saved["content"])
-    except (OSError, ValueError, AttributeError):
+    except (DataError, ValueError, AttributeError, RecursionError):
         pass
     files = [f for r in index.records for f in (index.image_file(r), index.mask_file(r))]
     t0 = time.perf_counter()
@@ -205,8 +213,8 @@ def content_hash(index: DatasetIndex, cache_dir: Path | None = None) -> str:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(sidecar, (json.dumps({"fingerprint": fingerprint, "content": content}) + "\n").encode())
-    except OSError as e:  # a read-only cache directory only costs the hashing again next time
-        logger.warning("%s: cannot save the content hash (%s)", sidecar, e.strerror)
+    except (OSError, OutputError) as e:  # a read-only cache directory only costs the hashing again next time
+        logger.warning("%s: cannot save the content hash (%s)", sidecar, getattr(e, "strerror", None) or e)
     return content
 
 
@@ -218,51 +226,73 @@ def _lock(path: Path) -> contextlib.AbstractContextManager[Any]:
     return FileLock(str(path), timeout=3600)
 
 
-def _fill(index: DatasetIndex, size: int, images: np.ndarray, masks: np.ndarray, progress: bool) -> None:
-    """Decode and resize every record of ``index`` into ``images``/``masks`` on a few threads."""
-
-    def fill(n: int) -> None:
-        images[n], masks[n] = load_resized(index, index.records[n], size)
-
+def _decoded(index: DatasetIndex, size: int, progress: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every record's (image, mask) at ``size``, in record order, decoded a bounded batch at a time on a few
+    threads (so memory stays at one batch however large the dataset)."""
     bar = None
     if progress and len(index) >= PROGRESS_MIN_IMAGES:
         from tqdm import tqdm
 
         bar = tqdm(total=len(index), desc=f"caching {size}px", unit="img")
+    batch = 64
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        for _ in pool.map(fill, range(len(index))):
-            if bar is not None:
-                bar.update()
+        for start in range(0, len(index), batch):
+            records = index.records[start : start + batch]
+            for pair in pool.map(lambda r: load_resized(index, r, size), records):
+                yield pair
+                if bar is not None:
+                    bar.update()
     if bar is not None:
         bar.close()
 
 
+def _write_npy_header(f: BinaryIO, shape: tuple[int, ...]) -> None:
+    np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+
+
+def cache_bytes(n: int, size: int) -> int:
+    """Disk space of a cache of ``n`` images at ``size`` px: two uint8 arrays plus headers and the sidecar."""
+    return 2 * n * size * size + 16 * 1024
+
+
 def _build(directory: Path, stem: str, index: DatasetIndex, size: int, fingerprint: str, progress: bool) -> None:
+    """Write the two arrays by plain sequential writes to temp files, then rename them into place.
+
+    Not through a writable memory map: on a full disk a memory-mapped write kills the process with
+    SIGBUS, while a ``write`` fails with ENOSPC, which becomes one line. Free space is checked first.
+    """
     images_path, masks_path, meta_path = _paths(directory, stem)
     tag = uuid.uuid4().hex[:8]
     tmp_images = directory / f".{stem}.images.{tag}.tmp.npy"
     tmp_masks = directory / f".{stem}.masks.{tag}.tmp.npy"
     shape = (len(index), size, size)
+    require_free_space(directory, cache_bytes(len(index), size), f"the {size} px image cache of {len(index)} images",
+                       "free space there or set data.cache_dir to a directory on another disk")
     t0 = time.perf_counter()
     try:
-        images = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=shape)
-        masks = np.lib.format.open_memmap(tmp_masks, mode="w+", dtype=np.uint8, shape=shape)
-        _fill(index, size, images, masks, progress)
-        images.flush()
-        masks.flush()
+        with open(tmp_images, "xb") as fi, open(tmp_masks, "xb") as fm:
+            _write_npy_header(fi, shape)
+            _write_npy_header(fm, shape)
+            crc_images = crc_masks = 0
+            for image, mask in _decoded(index, size, progress):
+                image, mask = np.ascontiguousarray(image, np.uint8), np.ascontiguousarray(mask, np.uint8)
+                fi.write(image.data)
+                fm.write(mask.data)
+                crc_images, crc_masks = zlib.crc32(image.data, crc_images), zlib.crc32(mask.data, crc_masks)
         meta = {
             "version": CACHE_VERSION,
             "metadata_hash": index.metadata_hash,
             "size": size,
             "n": len(index),
             "fingerprint": fingerprint,
-            "images": {"shape": list(shape), "dtype": "uint8", "checksum": _checksum(images)},
-            "masks": {"shape": list(shape), "dtype": "uint8", "checksum": _checksum(masks)},
+            "images": {"shape": list(shape), "dtype": "uint8", "checksum": f"{crc_images:08x}"},
+            "masks": {"shape": list(shape), "dtype": "uint8", "checksum": f"{crc_masks:08x}"},
         }
-        del images, masks
         os.replace(tmp_images, images_path)
         os.replace(tmp_masks, masks_path)
         write_bytes_atomic(meta_path, (json.dumps(meta, indent=1) + "\n").encode())
+    except OSError as e:
+        raise output_problem(directory, e, f"cannot write the {size} px image cache") from None
     finally:
         tmp_images.unlink(missing_ok=True)
         tmp_masks.unlink(missing_ok=True)

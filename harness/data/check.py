@@ -2,8 +2,8 @@
 
 Metadata problems come from :mod:`harness.data.records`; this module adds the file-level ones
 (unreadable/missing PNGs, mask size, mask emptiness vs label) and a summary with a preview of the
-paper's Table 1. Images are verified structurally (PNG chunks + CRCs) without decoding; masks are
-decoded because their emptiness must be known.
+paper's Table 1. Images and masks are verified (PNG chunks, CRCs, declared size, image data) and
+decoded the way the training cache decodes them, so a file the check accepts never fails later.
 
 :func:`load_index` is the gate every command passes: the same checks, raised together. It lives
 here, not in records, so the dependency runs one way (check -> records).
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from harness import CLASS_NAMES, NORMAL
-from harness.data.io import FileProblem, PngHeader, inspect_png, normalize_rel, read_mask
+from harness.data.io import FileProblem, PngHeader, load_png, normalize_rel
 from harness.data.records import METADATA_FILE, DatasetIndex, Record, cell_text, parse_metadata
 from harness.errors import DataError
 
@@ -91,10 +91,14 @@ def _problem(e: FileProblem, rel: str, record: Record) -> str:
 
 
 def check_record(index: DatasetIndex, record: Record) -> _FileResult:
-    """File-level checks of one record: image readable, mask readable, same size, emptiness vs label."""
+    """File-level checks of one record: image and mask decodable, same size, emptiness vs label.
+
+    Both files are decoded as the training cache decodes them, after their image data was verified
+    (:func:`harness.data.io.load_png` with ``verify``), so what the check accepts the cache can read.
+    """
     out = _FileResult()
     try:
-        out.header = inspect_png(index.image_file(record))
+        out.header = load_png(index.image_file(record), verify=True)[0]
     except FileProblem as e:
         out.errors.append(_problem(e, record.image_path, record))
     mask_file = index.mask_file(record)
@@ -106,7 +110,7 @@ def check_record(index: DatasetIndex, record: Record) -> _FileResult:
             )
         return out
     try:
-        mask = read_mask(mask_file)
+        mask = load_png(mask_file, mask=True, verify=True)[1]
     except FileProblem as e:
         out.errors.append(_problem(e, record.mask_path or "", record))
         return out

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.io import write_bytes_atomic
+from harness.data.io import read_text
+from harness.data.output import output_problem, write_bytes_atomic
 from harness.data.records import DatasetIndex
 from harness.data.splits import Split, _counts, load_split, split_groups, split_path
 from harness.errors import DataError
@@ -95,7 +96,7 @@ def load_fold(index: DatasetIndex, parent: Split, fold: int, folds: int) -> Spli
     """Read one saved fold and check it against the dataset (as any split) and against ``parent``."""
     name = fold_name(parent.name, fold, folds)
     split = load_split(index.root, name, index)  # metadata hash, unknown/missing ids, patients in two subsets
-    data = json.loads(split_path(index.root, name).read_text())
+    data = json.loads(read_text(split_path(index.root, name)))  # load_split has validated it
     if data.get("source") != source_hash(parent) or set(split.test) != set(parent.test):
         raise _stale(parent, folds, f"{name}.json was made from another version of splits/{parent.name}.json "
                                     "(test subset, seed or duplicate grouping)")
@@ -113,7 +114,10 @@ def get_or_create_folds(index: DatasetIndex, parent: Split, folds: int) -> list[
     paths = [split_path(index.root, n) for n in names]
     if all(p.exists() for p in paths):
         return [load_fold(index, parent, k, folds) for k in range(folds)]
-    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    try:
+        paths[0].parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_problem(paths[0].parent, e, "cannot create the splits directory") from None
     with FileLock(str(paths[0].parent / f".{parent.name}.folds.lock")):
         if all(p.exists() for p in paths):  # another process made them meanwhile
             return [load_fold(index, parent, k, folds) for k in range(folds)]

@@ -1,32 +1,38 @@
-"""File I/O of the dataset: PNG images and masks, the metadata workbook, and path safety.
+"""File I/O of the dataset: PNG images and masks, the metadata workbook, path safety, safe writes.
 
 Everything that touches a dataset file goes through here, so every failure becomes a
-:class:`~harness.errors.DataError` that names the file. PNG structure (signature, chunk lengths,
-CRCs, IEND) is verified before decoding, which is how truncated or bit-flipped files are named
-precisely instead of surfacing as an OpenCV warning or a black image.
+:class:`~harness.errors.DataError` that names the file. Input is opened defensively: regular
+files only (a FIFO or ``/dev/zero`` is refused before it is read), with a size cap, and a PNG's
+structure and declared size (:mod:`harness.data.png`) are verified before anything is decoded.
+Writing (atomic, umask-honouring, free space checked up front, staged directories) is
+:mod:`harness.data.output`; ``write_bytes_atomic`` is importable from here too.
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
+import errno
 import os
 import posixpath
+import stat
 import struct
-import tempfile
-import zlib
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
 import pandas as pd
 
+from harness.data.output import write_bytes_atomic
+from harness.data.png import PNG_SIGNATURE, PngError, PngHeader, parse_png, verify_png_data
+from harness.data.workbook import read_sheet
 from harness.errors import DataError
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_CHUNK = struct.Struct(">I4s")
-_IHDR = struct.Struct(">IIBBBBB")
-COLOR_TYPES = {0: "gray", 2: "RGB", 3: "palette", 4: "gray+alpha", 6: "RGBA"}
+MAX_PNG_BYTES = 256 * 2**20
+MAX_METADATA_BYTES = 64 * 2**20
+MAX_TEXT_BYTES = 64 * 2**20
+"""JSON/YAML artefacts (splits, cache sidecars, stage records)."""
 
 
 class FileProblem(DataError):
@@ -41,21 +47,6 @@ class FileProblem(DataError):
 
 class PathEscapeError(DataError):
     """A metadata path that would leave the dataset directory (never opened)."""
-
-
-@dataclass(frozen=True)
-class PngHeader:
-    """What the IHDR chunk says: enough for size checks without decoding pixels."""
-
-    width: int
-    height: int
-    bit_depth: int
-    color_type: int
-
-    @property
-    def kind(self) -> str:
-        """Readable pixel format, e.g. "gray8", "gray16", "RGB8", "RGBA8"."""
-        return f"{COLOR_TYPES.get(self.color_type, '?')}{self.bit_depth}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,63 +82,109 @@ def safe_join(root: Path, rel: str) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# PNG
+# Reading: regular files only, size-capped
 
 
 def _os_problem(path: Path, e: OSError) -> FileProblem:
     if isinstance(e, FileNotFoundError):
         return FileProblem(path, "no such file", "fix the path in the metadata or add the file")
     if isinstance(e, IsADirectoryError):
-        return FileProblem(path, "is a directory, not a PNG file", "point the metadata at a .png file")
+        return FileProblem(path, "is a directory, not a file", "point it at a file")
     return FileProblem(path, f"cannot read ({e.strerror})", "check the file's permissions")
 
 
-def _read_bytes(path: Path) -> bytes:
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+@contextlib.contextmanager
+def open_regular(path: Path, limit: int | None = None) -> Iterator[BinaryIO]:
+    """``path`` opened for reading if it is a regular file (of at most ``limit`` bytes).
+
+    Opened non-blocking, so a FIFO cannot hang the open, and refused by ``fstat`` before any read
+    when it is not a regular file (a FIFO, ``/dev/zero``, a socket), so nothing can stream forever.
+    Raises :class:`FileProblem` (a DataError) naming the file.
+    """
     try:
-        data = Path(path).read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
-        raise _os_problem(path, e) from None
+        try:  # a socket cannot even be opened (ENXIO): say what it is
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            raise FileProblem(path, f"is {_file_kind(mode)}, not a regular file", "point it at a file") from None
+        raise _os_problem(Path(path), e) from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise _os_problem(Path(path), IsADirectoryError(errno.EISDIR, "Is a directory"))
+        if not stat.S_ISREG(st.st_mode):
+            raise FileProblem(path, f"is {_file_kind(st.st_mode)}, not a regular file", "point it at a file")
+        if limit is not None and st.st_size > limit:
+            raise FileProblem(path, f"is {st.st_size / 2**20:.0f} MB, over the limit of {limit / 2**20:.0f} MB",
+                              "use a smaller file")
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f
+
+
+def read_regular(path: Path, limit: int, *, head: int | None = None) -> bytes:
+    """The bytes of ``path`` (at most ``head`` of them) if it is a regular file of at most ``limit``
+    bytes (:func:`open_regular`)."""
+    with open_regular(path, limit) as f:
+        try:
+            data = f.read(limit + 1 if head is None else head)
+        except OSError as e:
+            raise _os_problem(Path(path), e) from None
+    if len(data) > limit:
+        raise FileProblem(path, f"grew over the limit of {limit / 2**20:.0f} MB while being read", "use a smaller file")
+    return data
+
+
+def read_text(path: Path, limit: int = MAX_TEXT_BYTES) -> str:
+    """A small UTF-8 artefact (JSON split, sidecar, stage record) read with :func:`read_regular`."""
+    data = read_regular(path, limit)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FileProblem(path, f"is not UTF-8 text (byte {e.start})", "restore or delete the file") from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    data = read_regular(path, MAX_PNG_BYTES)
     if not data:
         raise FileProblem(path, "empty file (0 bytes)", "re-export the file")
     return data
 
 
-def parse_png(data: bytes, path: Path | str = "<bytes>") -> PngHeader:
-    """Verify a PNG's structure (signature, chunk CRCs, IEND present) and return its header."""
-    if not data:
-        raise FileProblem(path, "empty file (0 bytes)", "re-export the file")
-    if not data.startswith(PNG_SIGNATURE):
-        raise FileProblem(path, "not a PNG file", "convert it to PNG")
-    pos, header, n = len(PNG_SIGNATURE), None, len(data)
-    while True:
-        if pos + 8 > n:
-            raise FileProblem(path, "truncated PNG (no IEND chunk)", "re-export the file")
-        length, raw_type = _CHUNK.unpack_from(data, pos)
-        ctype = raw_type.decode("latin-1")
-        end = pos + 8 + length + 4
-        if end > n:
-            raise FileProblem(path, f"truncated PNG ({n} bytes, chunk {ctype} runs past the end)", "re-export the file")
-        body = data[pos + 4 : pos + 8 + length]
-        (crc,) = struct.unpack_from(">I", data, pos + 8 + length)
-        if zlib.crc32(body) != crc:
-            raise FileProblem(path, f"corrupt PNG (bad CRC in chunk {ctype})", "re-export the file")
-        if header is None:
-            if ctype != "IHDR" or length != _IHDR.size:
-                raise FileProblem(path, "corrupt PNG (first chunk is not IHDR)", "re-export the file")
-            w, h, depth, color, *_ = _IHDR.unpack_from(data, pos + 8)
-            header = PngHeader(w, h, depth, color)
-        if ctype == "IEND":
-            return header
-        pos = end
+# ---------------------------------------------------------------------------------------------
+# PNG
+
+
+def _png_problem(path: Path | str, e: PngError) -> FileProblem:
+    return FileProblem(path, e.reason, e.todo)
+
+
+def read_png_header(data: bytes, path: Path | str = "<bytes>", *, verify: bool = False) -> PngHeader:
+    """The header of PNG ``data`` after :func:`~harness.data.png.parse_png` (chunks, CRCs, size limit);
+    with ``verify`` also :func:`~harness.data.png.verify_png_data` (the image data inflates cleanly)."""
+    try:
+        return verify_png_data(data) if verify else parse_png(data)
+    except PngError as e:
+        raise _png_problem(path, e) from None
 
 
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the PNG header only (reads 24 bytes): fast size checks."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(24)
-    except OSError as e:
-        raise _os_problem(path, e) from None
+    head = read_regular(path, MAX_PNG_BYTES, head=24)
     if not head:
         raise FileProblem(path, "empty file (0 bytes)", "re-export the file")
     if not head.startswith(PNG_SIGNATURE):
@@ -158,18 +195,38 @@ def image_size(path: Path) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def inspect_png(path: Path) -> PngHeader:
-    """Read the whole file and verify its structure without decoding pixels."""
-    return parse_png(_read_bytes(path), path)
+def inspect_png(path: Path, *, verify: bool = False) -> PngHeader:
+    """Read the whole file and verify its structure (and with ``verify`` its image data) without decoding."""
+    return read_png_header(_read_bytes(path), path, verify=verify)
 
 
-def _decode(path: Path, flags: int) -> np.ndarray:
+def load_png(path: Path, *, mask: bool = False, verify: bool = False) -> tuple[PngHeader, np.ndarray]:
+    """(header, pixels) of one PNG, read once: HxW uint8 gray for an image, HxW bool for a mask.
+
+    The header (and its size limit) is checked before the decoder allocates anything. With
+    ``verify`` the image data is inflated and checked first (:func:`read_png_header`), which is what
+    ``data check`` does so that a damaged file is named precisely and never reaches libpng. An image
+    is decoded as gray (16-bit scaled by 1/256, RGB(A) by luma, alpha dropped); a mask is lesion
+    wherever any colour channel is > 0 (alpha is ignored).
+    """
     data = _read_bytes(path)
-    parse_png(data, path)
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    header = read_png_header(data, path, verify=verify)
+    try:
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED if mask else cv2.IMREAD_GRAYSCALE)
+    except cv2.error as e:
+        raise FileProblem(path, f"PNG data cannot be decoded ({' '.join(str(e).split())[:160]})",
+                          "re-export the file") from None
     if arr is None:
+        if not verify:  # say what is wrong when the structure can tell
+            read_png_header(data, path, verify=True)
         raise FileProblem(path, "PNG data cannot be decoded", "re-export the file")
-    return arr
+    if arr.shape[:2] != (header.height, header.width):  # pragma: no cover - a decoder bug, not a file defect
+        raise FileProblem(path, f"decoded to {arr.shape[1]}x{arr.shape[0]}, but its header says "
+                                f"{header.width}x{header.height}", "re-export the file")
+    if mask:
+        channels = arr[..., :3].max(axis=2) if arr.ndim == 3 else arr
+        return header, np.asarray(channels > 0)
+    return header, arr
 
 
 def read_image(path: Path, root: Path | None = None) -> np.ndarray:
@@ -178,16 +235,17 @@ def read_image(path: Path, root: Path | None = None) -> np.ndarray:
     With ``root``, ``path`` is a metadata path made safe by :func:`safe_join` first.
     """
     path = safe_join(root, str(path)) if root is not None else Path(path)
-    return _decode(path, cv2.IMREAD_GRAYSCALE)
+    return load_png(path)[1]
 
 
 def read_mask(path: Path, root: Path | None = None) -> np.ndarray:
     """Decode a mask PNG as HxW bool: any colour channel > 0 is lesion (alpha is ignored)."""
     path = safe_join(root, str(path)) if root is not None else Path(path)
-    arr = _decode(path, cv2.IMREAD_UNCHANGED)
-    if arr.ndim == 3:
-        arr = arr[..., :3].max(axis=2)
-    return arr > 0
+    return load_png(path, mask=True)[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing (the helpers live in harness.data.output)
 
 
 def write_mask(path: Path, mask: np.ndarray) -> None:
@@ -201,19 +259,6 @@ def write_mask(path: Path, mask: np.ndarray) -> None:
     write_bytes_atomic(Path(path), buf.tobytes())
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file next to ``path`` and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # ---------------------------------------------------------------------------------------------
 # Metadata workbook
 
@@ -221,27 +266,24 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 def read_metadata(path: Path) -> tuple[pd.DataFrame, bytes]:
     """Read the metadata workbook's first sheet as strings/numbers; return (table, raw bytes).
 
-    The raw bytes are returned so the caller can hash exactly what was parsed (read once).
+    The raw bytes are returned so the caller can hash exactly what was parsed (read once). The
+    table's index is the Excel row number - 2 (see :func:`harness.data.workbook.read_sheet`).
     """
     name = Path(path).name
-    if not Path(path).exists():
+    if not os.path.lexists(path):
         raise DataError(
             f"{name}: not found in {Path(path).parent}; a dataset needs images/, masks/ and "
             f"{name} (see docs/data.md)."
         )
     try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror}); check the file's permissions.") from None
+        data = read_regular(Path(path), MAX_METADATA_BYTES)
+    except FileProblem as e:
+        todo = ("check the file's permissions" if e.reason.startswith("cannot read") else
+                e.todo if "limit" in e.reason else f"make {name} a regular .xlsx file")
+        raise DataError(f"{name}: {e.reason}; {todo}.") from None
     if not data:
         raise DataError(f"{name}: file is empty (0 bytes); re-export the metadata from Excel as .xlsx.")
     if not data.startswith(b"PK"):
         raise DataError(f"{name}: not an Excel .xlsx file; save the metadata as .xlsx (Excel 2007+ workbook).")
-    try:
-        table = pd.read_excel(io.BytesIO(data), sheet_name=0, dtype=object, engine="openpyxl")
-    except Exception as e:  # openpyxl raises many types for a broken workbook
-        raise DataError(
-            f"{name}: cannot be read as an .xlsx workbook ({type(e).__name__}: {e}); re-save it from Excel."
-        ) from None
-    table.columns = [str(c).strip() for c in table.columns]
+    table = read_sheet(data, name)
     return table, data

@@ -153,6 +153,33 @@ def parse_label(value: Any) -> int | None:
     return int(number) if number.is_integer() and int(number) in (0, 1, 2) else None
 
 
+MAX_ID_BYTES = 200
+"""An id becomes a file name (``pred_masks/<id>.png``); most file systems allow 255 bytes."""
+
+
+def quoted(text: str, limit: int = 80) -> str:
+    """``"text"`` for messages, or its repr when it holds line breaks or other control characters."""
+    short = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f'"{short}"' if short.isprintable() else repr(short)
+
+
+def id_problem(image_id: str) -> str | None:
+    """Why ``image_id`` cannot name a file inside a directory (``pred_masks/<id>.png``), or None.
+
+    Refused: path separators (so ``../../x`` and absolute ids), ``.``/``..``, control characters
+    (line breaks, NUL) and ids longer than :data:`MAX_ID_BYTES` bytes.
+    """
+    if "/" in image_id or "\\" in image_id:
+        return "contains a path separator"
+    if image_id in (".", ".."):
+        return "is a directory name"
+    if not image_id.isprintable():
+        return "contains a line break or another control character"
+    if len(image_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        return f"is longer than {MAX_ID_BYTES} bytes"
+    return None
+
+
 def metadata_hash(data: bytes, columns: dict[str, str]) -> str:
     """Short sha256 of the workbook bytes and the column mapping."""
     h = hashlib.sha256(data)
@@ -195,6 +222,10 @@ def resolve_columns(actual: list[str], columns: dict[str, str] | None) -> tuple[
 
 
 def _path_cell(root: Path, text: str, what: str, where: str, errors: list[str]) -> str | None:
+    if not text.isprintable():
+        errors.append(f"{METADATA_FILE} {where}: {what} {quoted(text)} contains a line break or another control "
+                      "character; fix the cell. Refused, not opened.")
+        return None
     try:
         safe_join(root, text)
     except PathEscapeError as e:
@@ -220,11 +251,18 @@ def parse_rows(root: Path, table: pd.DataFrame, cols: dict[str, str]) -> tuple[l
             continue
         image_path = cell_text(get(row, "image_path"))
         image_id = cell_text(get(row, "image_id")) or (Path(image_path.replace("\\", "/")).stem if image_path else "")
-        where = f"row {excel_row}" + (f" (image {image_id})" if image_id else "")
+        bad_id = id_problem(image_id) if image_id else None
+        where = f"row {excel_row}" + (f" (image {image_id})" if image_id and not bad_id else "")
         bad = False
         if not image_path:
             errors.append(f"{METADATA_FILE} {where}: image_path is empty; "
                           "give the image's path relative to the dataset directory.")
+            continue
+        if bad_id:
+            column = f"column {cols['image_id']}" if "image_id" in cols else "taken from image_path"
+            errors.append(
+                f"{METADATA_FILE} {where}: image_id {quoted(image_id)} {bad_id} ({column}); image ids become file "
+                "names (pred_masks/<id>.png), so use a plain name of letters, digits, '_', '-' and '.'.")
             continue
         if _path_cell(root, image_path, "image_path", where, errors) is None:
             bad = True
@@ -234,7 +272,7 @@ def parse_rows(root: Path, table: pd.DataFrame, cols: dict[str, str]) -> tuple[l
         raw_label = get(row, "label")
         label = parse_label(raw_label)
         if label is None:
-            shown = "empty" if _blank(raw_label) else f'"{cell_text(raw_label)}"'
+            shown = "empty" if _blank(raw_label) else quoted(cell_text(raw_label))
             errors.append(
                 f"{METADATA_FILE} {where}: label {shown} is not one of 0/1/2 or "
                 f"Benign/Malignant/Normal (column {cols['label']}); fix the cell."
@@ -261,7 +299,7 @@ def parse_rows(root: Path, table: pd.DataFrame, cols: dict[str, str]) -> tuple[l
             if name and name.lower() != CLASS_NAMES[label].lower():
                 warnings.append(
                     f"{METADATA_FILE} {where}: label {label} ({CLASS_NAMES[label]}) disagrees with "
-                    f'label_name "{name}"; the label column is used.'
+                    f"label_name {quoted(name)}; the label column is used."
                 )
         if not bad and label is not None:
             records.append(Record(image_id, normalize_rel(image_path), mask_path, label, patient, excel_row))
@@ -279,7 +317,7 @@ def _mixed_label_patients(records: list[Record]) -> list[str]:
         if len({r.label for r in recs}) > 1:
             shown = ", ".join(f"{r.image_id} (row {r.row}, {r.label_name})" for r in recs[:6])
             out.append(
-                f'{METADATA_FILE}: patient "{pid}" has images with different labels: {shown}; '
+                f"{METADATA_FILE}: patient {quoted(pid)} has images with different labels: {shown}; "
                 "fix the labels or the patient id."
             )
     return out
@@ -299,6 +337,9 @@ def parse_metadata(root: Path, columns: dict[str, str] | None = None) -> ParsedM
         return ParsedMetadata(
             None, [f"{METADATA_FILE}: no data rows under the header; add one row per image."], table=table)
     cols, errors = resolve_columns(list(table.columns), columns)
+    repeated = set(table.attrs.get("repeated_columns", ()))
+    errors += [f'{METADATA_FILE}: column "{col}" ({name}) appears more than once in the header; rename or delete '
+               "the extra one." for name, col in cols.items() if col in repeated]
     if any(c not in cols for c in REQUIRED_COLUMNS) or errors:
         return ParsedMetadata(None, errors, table=table, columns=cols)
     warnings = []

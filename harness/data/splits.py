@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from harness import CLASS_NAMES
-from harness.data.io import read_image, write_bytes_atomic
-from harness.data.records import METADATA_FILE, DatasetIndex
-from harness.errors import DataError
+from harness.data.io import FileProblem, read_image, read_text, write_bytes_atomic
+from harness.data.records import METADATA_FILE, DatasetIndex, quoted
+from harness.errors import DataError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ SUBSETS = ("train", "val", "test")
 TABLE_ROWS = ("Normal", "Benign", "Malignant")  # the paper's Table 1 order
 TABLE_COLUMNS = {"train": "Train", "val": "Validation", "test": "Test"}
 DUPLICATE_THRESHOLD = 24  # max Hamming distance of 256-bit pHashes for "the same image"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # fullmatch: "$" would let a trailing newline in
+MAX_SEED = 2**32 - 1  # what numpy and scikit-learn accept as a random_state
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,21 @@ def _counts(index: DatasetIndex, subsets: Mapping[str, Sequence[str]]) -> dict[s
     return out
 
 
+def check_split_arguments(val: float, test: float, seed: int) -> None:
+    """Every problem with a split's fractions and seed, raised together (before any work is done)."""
+    problems = []
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed <= MAX_SEED:
+        problems.append(f"seed must be an integer in [0, 2**32 - 1], but got seed={seed!r}.")
+    if not 0 < val < 1:
+        problems.append(f"val must be in (0, 1), but got val={val}.")
+    if not 0 <= test < 1:
+        problems.append(f"test must be in [0, 1), but got test={test}.")
+    if not problems and val + test >= 0.9:
+        problems.append(f"val + test must be < 0.9, but got {val} + {test}.")
+    if problems:
+        raise DataError(problems)
+
+
 def make_split(
     index: DatasetIndex,
     val: float = 0.2,
@@ -222,15 +238,7 @@ def make_split(
     The test part is carved first (from everything), then validation from the rest. Each subset
     gets every class whenever that class has at least two patient groups.
     """
-    problems = []
-    if not 0 < val < 1:
-        problems.append(f"val must be in (0, 1), but got val={val}.")
-    if not 0 <= test < 1:
-        problems.append(f"test must be in [0, 1), but got test={test}.")
-    if not problems and val + test >= 0.9:
-        problems.append(f"val + test must be < 0.9, but got {val} + {test}.")
-    if problems:
-        raise DataError(problems)
+    check_split_arguments(val, test, seed)
     labels = index.labels()
     groups, n_merged = split_groups(index, group_duplicates, duplicate_threshold)
     subset_of = np.full(len(labels), "train", dtype=object)
@@ -254,9 +262,9 @@ def make_split(
 
 
 def split_path(root: Path, name: str) -> Path:
-    if not _NAME.match(name):
-        raise DataError(f'split name "{name}" must be letters, digits, "_", "-" or "." '
-                        f"(it becomes splits/{name}.json).")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise DataError(f"split name {quoted(str(name))} must be 1-100 letters, digits, '_', '-' or '.', starting "
+                        "with a letter or digit (it becomes splits/<name>.json).")
     return Path(root) / "splits" / f"{name}.json"
 
 
@@ -268,23 +276,99 @@ def save_split(split: Split, root: Path, name: str | None = None) -> Path:
     return path
 
 
+class _Fields:
+    """Typed reads of a split file's fields; every problem is collected with the field's name."""
+
+    def __init__(self, data: dict, rel: str):
+        self.data, self.rel = data, rel
+        self.problems: list[str] = []
+
+    def _bad(self, key: str, want: str) -> None:
+        shown = one_line(json.dumps(self.data.get(key)), 60)
+        self.problems.append(f"{self.rel}: {key} must be {want}, but got {key}={shown}")
+
+    def text(self, key: str, default: str | None = None) -> str:
+        value = self.data.get(key, default)
+        if not isinstance(value, str):
+            self._bad(key, "a string")
+            return ""
+        return value
+
+    def integer(self, key: str, low: int, high: int, default: int | None = None) -> int:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self._bad(key, f"an integer in [{low}, {high}]")
+            return low
+        return value
+
+    def fraction(self, key: str, low_open: bool) -> float:
+        value = self.data.get(key)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and (
+            0 < value < 1 if low_open else 0 <= value < 1)
+        if not ok:
+            self._bad(key, "a number in (0, 1)" if low_open else "a number in [0, 1)")
+            return 0.5
+        return float(value)  # type: ignore[arg-type]
+
+    def flag(self, key: str) -> bool:
+        value = self.data.get(key, False)
+        if not isinstance(value, bool):
+            self._bad(key, "true or false")
+            return False
+        return value
+
+    def subsets(self) -> dict[str, list[str]]:
+        value = self.data.get("subsets")
+        if not isinstance(value, dict) or not set(value) <= set(SUBSETS):
+            self._bad("subsets", f"a mapping of {', '.join(SUBSETS)} to lists of image ids")
+            return {s: [] for s in SUBSETS}
+        out = {}
+        for s in SUBSETS:
+            ids = value.get(s, [])
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                self.problems.append(f"{self.rel}: subsets.{s} must be a list of image ids (strings)")
+                ids = []
+            out[s] = ids
+        return out
+
+
+def _read_split_file(path: Path, rel: str, todo: str) -> dict:
+    try:
+        data = json.loads(read_text(path))
+    except FileProblem as e:
+        raise DataError(f"{rel}: {e.reason}; {todo}.") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, an int of over 4300 digits, [[[[...]]]]
+        raise DataError(f"{rel}: not a valid split file ({type(e).__name__}: {one_line(e)}); {todo}.") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{rel}: not a valid split file (a JSON object is expected, not {type(data).__name__}); "
+                        f"{todo}.")
+    return data
+
+
 def load_split(root: Path, name: str, index: DatasetIndex) -> Split:
-    """Read a saved split and verify it against ``index`` (metadata hash, ids, patient disjointness)."""
+    """Read a saved split and verify it against ``index`` (metadata hash, ids, patient disjointness).
+
+    Every field is type- and range-checked; all problems of a damaged file are raised together.
+    """
     path = split_path(root, name)
     rel = f"splits/{name}.json"
+    todo = f"re-run harness data split {root} --name {name} --force"
     if not path.exists():
         raise DataError(f"{rel}: no such split in {root}; create it with: harness data split {root} --name {name}")
-    try:
-        data = json.loads(path.read_text())
-        subsets = {s: [str(i) for i in data["subsets"].get(s, [])] for s in SUBSETS}
-        meta = (str(data["metadata_hash"]), int(data["seed"]), float(data["val"]), float(data["test"]))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise DataError(f"{rel}: not a valid split file ({type(e).__name__}: {e}); "
-                        f"re-run harness data split {root} --name {name}") from None
-    if meta[0] != index.metadata_hash:
+    fields = _Fields(_read_split_file(path, rel, todo), rel)
+    subsets = fields.subsets()
+    metadata_hash = fields.text("metadata_hash")
+    seed = fields.integer("seed", 0, MAX_SEED)
+    val, test = fields.fraction("val", True), fields.fraction("test", False)
+    groups_merged = fields.integer("groups_merged", 0, 2**31 - 1, default=0)
+    group_duplicates = fields.flag("group_duplicates")
+    split_name = fields.text("name", default=name)
+    if fields.problems:
+        raise DataError([f"{p}; {todo}." for p in fields.problems])
+    if metadata_hash != index.metadata_hash:
         raise DataError(
-            f"{rel} was made for another version of {METADATA_FILE} (hash {meta[0]}, now {index.metadata_hash}); "
-            f"re-run harness data split {root} --name {name}"
+            f"{rel} was made for another version of {METADATA_FILE} (hash {quoted(metadata_hash)}, now "
+            f"{index.metadata_hash}); {todo}"
         )
     by_id = index.by_id()
     problems = []
@@ -293,29 +377,28 @@ def load_split(root: Path, name: str, index: DatasetIndex) -> Split:
     for s, ids in subsets.items():
         unknown = [i for i in ids if i not in by_id]
         if unknown:
-            problems.append(f"{rel}: {len(unknown)} unknown image id(s) in {s}: {', '.join(unknown[:5])}; "
-                            "re-run harness data split.")
+            shown = ", ".join(i if i.isprintable() and len(i) <= 40 else quoted(i, 40) for i in unknown[:5])
+            problems.append(f"{rel}: {len(unknown)} unknown image id(s) in {s}: {shown}; {todo}.")
         for i in ids:
             if i in seen:
-                problems.append(f'{rel}: image "{i}" is in both {seen[i]} and {s}; re-run harness data split.')
+                problems.append(f"{rel}: image {quoted(i)} is in both {seen[i]} and {s}; {todo}.")
             seen[i] = s
             if i in by_id:
                 pid = by_id[i].patient_id
                 other = patient_in.setdefault(pid, s)
                 if other != s:
-                    problems.append(f'{rel}: patient "{pid}" has images in both {other} and {s} (e.g. {i}); '
-                                    "re-run harness data split.")
+                    problems.append(f"{rel}: patient {quoted(pid)} has images in both {other} and {s} (e.g. {i}); "
+                                    f"{todo}.")
                     patient_in[pid] = s
     missing = [i for i in by_id if i not in seen]
     if missing:
         problems.append(f"{rel}: {len(missing)} image(s) of the dataset are in no subset "
-                        f"(e.g. {', '.join(missing[:3])}); re-run harness data split.")
+                        f"(e.g. {', '.join(missing[:3])}); {todo}.")
     if problems:
         raise DataError(list(dict.fromkeys(problems)))
     return Split(
-        str(data.get("name", name)), tuple(subsets["train"]), tuple(subsets["val"]), tuple(subsets["test"]),
-        meta[1], meta[2], meta[3], meta[0], _counts(index, subsets), int(data.get("groups_merged", 0)),
-        bool(data.get("group_duplicates", False)),
+        split_name, tuple(subsets["train"]), tuple(subsets["val"]), tuple(subsets["test"]),
+        seed, val, test, metadata_hash, _counts(index, subsets), groups_merged, group_duplicates,
     )
 
 

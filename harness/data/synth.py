@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from harness import CLASS_NAMES
+from harness.data.output import require_free_space, staged_output
 from harness.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ METADATA_FILE = "training_metadata.xlsx"
 COLUMNS = ("image_id", "image_path", "mask_path", "label", "label_name", "patient_id")
 PAPER_PROPORTIONS = (679 / 1503, 364 / 1503, 460 / 1503)
 _PREFIX = ("b", "m", "n")
-_OWN_FILE = re.compile(r"^[bmn]_\d+(_mask)?\.png$")
+_OWN_FILE = re.compile(r"[bmn]_[0-9]+(_mask)?\.png")  # fullmatch: "$" would also match "b_1.png\n"
 _CREATOR = b"harness.data.synth"  # marks our workbook: only such a directory may be overwritten
 _MIN_RENDER = 192  # smaller outputs are rendered at this size and area-downsampled (multi-look)
 _F32 = np.float32
@@ -539,9 +540,14 @@ def _check_args(out: Path, n_images: int, size: int, seed: int, proportions, ima
     ipp = tuple(images_per_patient) if isinstance(images_per_patient, tuple | list) else (images_per_patient,)
     if len(ipp) != 2 or any(not isinstance(x, int | np.integer) for x in ipp) or not 1 <= ipp[0] <= ipp[1]:
         problems.append(f"images_per_patient must be (min, max) with 1 <= min <= max, but got {ipp!r}.")
+    try:
+        listed = out.is_dir() and any(out.iterdir())
+    except OSError as e:
+        problems.append(f"{out}: cannot list it ({e.strerror}); choose a directory you can write to.")
+        listed = False
     if out.exists() and not out.is_dir():
         problems.append(f"{out}: exists and is not a directory; choose another output path.")
-    elif out.is_dir() and any(out.iterdir()) and not (out / METADATA_FILE).is_file():
+    elif listed and not (out / METADATA_FILE).is_file():
         problems.append(
             f"{out}: directory is not empty and has no {METADATA_FILE}, so it is not a synthetic dataset; "
             f"refusing to write into it. Choose a new or empty directory (or delete it if an interrupted "
@@ -568,7 +574,7 @@ def _clear_previous(out: Path) -> None:
     for sub in ("images", "masks"):
         if (out / sub).is_dir():
             for f in (out / sub).iterdir():
-                if _OWN_FILE.match(f.name):
+                if _OWN_FILE.fullmatch(f.name) and f.is_file():
                     f.unlink()
     for stale in ("splits", ".cache"):
         if (out / stale).exists():
@@ -579,7 +585,7 @@ def _png(path: Path, array: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:  # pragma: no cover - cv2 encodes any 2-D uint8 array
         raise DataError(f"{path}: could not encode the image as PNG.")
-    path.write_bytes(buf.tobytes())
+    path.write_bytes(buf.tobytes())  # into the staging directory: the whole set appears at the end or not at all
 
 
 def _write_metadata(path: Path, rows: list[dict]) -> None:
@@ -596,9 +602,46 @@ def _write_metadata(path: Path, rows: list[dict]) -> None:
                 data = re.sub(rb"(<dcterms:(created|modified)[^>]*>)[^<]*", rb"\g<1>2000-01-01T00:00:00Z", data)
                 data = re.sub(rb"<dc:creator>[^<]*</dc:creator>", b"<dc:creator>" + _CREATOR + b"</dc:creator>", data)
             dst.writestr(zipfile.ZipInfo(info.filename, (1980, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(fixed.getvalue())
-    tmp.replace(path)
+    path.write_bytes(fixed.getvalue())
+
+
+def synth_bytes(n_images: int, size: int) -> int:
+    """Upper estimate of a synthetic dataset's size on disk: speckle barely compresses (fast PNG level 1)."""
+    return int(n_images) * (int(size) ** 2 + 2048) + 1024 * 1024
+
+
+def _render_all(stage: Path, plan: list[tuple[int, int]], n_images: int, size: int, seed: int,
+                progress: bool) -> list[dict]:
+    """Render every patient's views into ``stage``/images and ``stage``/masks; the metadata rows, sorted by id."""
+    (stage / "images").mkdir()
+    (stage / "masks").mkdir()
+    render = max(size, _MIN_RENDER)
+    psf = _make_psf(render)
+    digits = max(4, len(str(n_images)))
+    next_id, rows = [0, 0, 0], []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_images, desc="synth", unit="img")
+    for pid, (label, k) in enumerate(plan):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(pid,)))
+        scene = _sample_scene(rng, label, render, psf)
+        for view in range(k):
+            image, mask = _render_view(scene, rng, psf, render, size, first=view == 0)
+            next_id[label] += 1
+            image_id = f"{_PREFIX[label]}_{next_id[label]:0{digits}d}"
+            _png(stage / "images" / f"{image_id}.png", image)
+            _png(stage / "masks" / f"{image_id}_mask.png", mask)
+            rows.append({"image_id": image_id, "image_path": f"images/{image_id}.png",
+                         "mask_path": f"masks/{image_id}_mask.png", "label": label,
+                         "label_name": CLASS_NAMES[label], "patient_id": f"P{pid + 1:0{digits}d}"})
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    rows.sort(key=lambda r: str(r["image_id"]))
+    return rows
 
 
 def synthesize(
@@ -621,42 +664,19 @@ def synthesize(
     """
     out = Path(out)
     _check_args(out, n_images, size, seed, proportions, images_per_patient)
+    require_free_space(out, synth_bytes(int(n_images), int(size)),
+                       f"a synthetic dataset of {n_images} images at {size} px",
+                       "free space there, write to another disk, or ask for fewer or smaller images")
     t0 = time.perf_counter()
     benign, malignant, normal = (float(p) for p in proportions)
     counts = class_counts(int(n_images), (benign, malignant, normal))
     plan = _plan_patients(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1 << 30,))),
                           counts, (int(images_per_patient[0]), int(images_per_patient[1])))
-    if out.is_dir():
-        _clear_previous(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    render = max(int(size), _MIN_RENDER)
-    psf = _make_psf(render)
-    digits = max(4, len(str(n_images)))
-    next_id, rows = [0, 0, 0], []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=int(n_images), desc="synth", unit="img")
-    for pid, (label, k) in enumerate(plan):
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(pid,)))
-        scene = _sample_scene(rng, label, render, psf)
-        for view in range(k):
-            image, mask = _render_view(scene, rng, psf, render, int(size), first=view == 0)
-            next_id[label] += 1
-            image_id = f"{_PREFIX[label]}_{next_id[label]:0{digits}d}"
-            _png(out / "images" / f"{image_id}.png", image)
-            _png(out / "masks" / f"{image_id}_mask.png", mask)
-            rows.append({"image_id": image_id, "image_path": f"images/{image_id}.png",
-                         "mask_path": f"masks/{image_id}_mask.png", "label": label,
-                         "label_name": CLASS_NAMES[label], "patient_id": f"P{pid + 1:0{digits}d}"})
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
-    rows.sort(key=lambda r: str(r["image_id"]))
-    _write_metadata(out / METADATA_FILE, rows)
+    with staged_output(out, last=(METADATA_FILE,)) as stage:
+        rows = _render_all(stage, plan, int(n_images), int(size), seed, progress)
+        _write_metadata(stage / METADATA_FILE, rows)
+        if (out / METADATA_FILE).is_file():  # a previous synthetic set: its own files go just before ours come in
+            _clear_previous(out)
     seconds = time.perf_counter() - t0
     summary = SynthSummary(out=out, counts=dict(zip(CLASS_NAMES, counts, strict=True)), n_patients=len(plan),
                            seconds=seconds, images_per_s=n_images / max(seconds, 1e-9))

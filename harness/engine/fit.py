@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -19,8 +20,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from harness.config import OptimConfig
+from harness.data.output import require_free_space
 from harness.engine.device import DeviceInfo
-from harness.errors import TrainingError
+from harness.errors import TrainingError, one_line
 from harness.metrics import get_metric
 from harness.metrics.classification import N_CLASSES
 from harness.metrics.segmentation import dice_from_counts
@@ -67,10 +69,84 @@ def autocast(info: DeviceInfo):
     return torch.autocast(device_type=info.device.type, dtype=info.amp_dtype, enabled=info.amp)
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
+class _Writes:
+    """A file for ``torch.save`` that remembers the OSError of a failed write (torch reports it as "unexpected pos")."""
+
+    def __init__(self, f: Any):
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return int(self.f.write(data))
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.f, name)
+
+
+def _save_atomic(obj: Any, path: Path, stage: str) -> None:
+    """``torch.save`` to a temp file, flushed to disk, renamed over ``path``: a crash or a full disk never leaves a
+    cut checkpoint, only the previous complete one (a failure is one TrainingError line, with no temp file left)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    writes = None
+    try:
+        with open(tmp, "wb") as f:
+            writes = _Writes(f)
+            torch.save(obj, writes)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as RuntimeError
+        tmp.unlink(missing_ok=True)
+        cause = writes.error if writes is not None and writes.error is not None else e
+        why = getattr(cause, "strerror", None) or one_line(cause, 120)
+        raise TrainingError(f"stage {stage}: cannot write the checkpoint {path} ({why}); free disk space (or move the "
+                            "stage store to another disk) and run again: training resumes from the last complete "
+                            "checkpoint.") from None
+
+
+RESUME_KEYS = ("model", "optimizer", "scheduler", "rng", "epoch", "best_metric", "best_epoch", "bad_epochs",
+               "history", "seconds")
+
+
+def checkpoint_bytes(model: nn.Module) -> int:
+    """Disk space the checkpoints of one stage need at most: ``best.pt`` (the weights) and ``last.pt`` (weights and
+    AdamW's two moments), plus a temp copy of the larger while it replaces the old one."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    last = weights + 2 * trainable
+    return weights + 2 * last + 64 * 1024
+
+
+def _resume(last_path: Path, best_path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+            loader: DataLoader, info: DeviceInfo) -> dict[str, Any]:
+    """Restore the training state saved in ``last_path``. Raises on a damaged file; the caller then restores the
+    model and makes the optimizer and scheduler anew (the RNG is left as it was)."""
+    saved = torch.load(last_path, map_location=info.device, weights_only=True)
+    if not isinstance(saved, dict) or any(k not in saved for k in RESUME_KEYS):
+        raise ValueError("not a training state (keys missing)")
+    if not isinstance(saved["history"], list) or not isinstance(saved["epoch"], int):
+        raise ValueError("not a training state (history or epoch damaged)")
+    if saved["best_epoch"]:  # the best weights must load too, or the result would be lost at the end
+        try:
+            model.load_state_dict(torch.load(best_path, map_location=info.device, weights_only=True))
+        except Exception as e:
+            raise ValueError(f"{best_path.name} cannot be loaded: {type(e).__name__}: {one_line(e, 120)}") from None
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    initial_rng = torch.get_rng_state()
+    try:
+        torch.set_rng_state(saved["rng"].cpu())
+        if saved.get("loader_rng") is not None and loader.generator is not None:
+            loader.generator.set_state(saved["loader_rng"].cpu())
+    except Exception:
+        torch.set_rng_state(initial_rng)
+        raise
+    return {k: saved[k] for k in RESUME_KEYS[4:]}
 
 
 def fit(
@@ -90,7 +166,9 @@ def fit(
     """Train ``model`` and keep the best checkpoint (``workdir/best.pt``, a plain state dict).
 
     ``workdir/last.pt`` holds the full training state after each epoch; when it exists the loop
-    resumes from it. A non-finite loss raises :class:`TrainingError` and keeps what was saved.
+    resumes from it, and when it cannot be loaded (cut by a crash, tampered) the stage starts over
+    with one warning line. A non-finite loss raises :class:`TrainingError` and keeps what was saved;
+    so does a checkpoint that cannot be written. Free space for the checkpoints is checked first.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     best_path, last_path = workdir / "best.pt", workdir / "last.pt"
@@ -98,23 +176,32 @@ def fit(
     if info.channels_last:
         model.to(memory_format=torch.channels_last)
     loss_fn.to(info.device)
-    optimizer = torch.optim.AdamW(param_groups, weight_decay=optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=optim.plateau_factor, patience=optim.plateau_patience, min_lr=optim.min_lr
-    )
+    existing = sum(p.stat().st_size for p in (best_path, last_path) if p.is_file())
+    require_free_space(workdir, checkpoint_bytes(model) - existing, f"the checkpoints of stage {stage}",
+                       "free space there or put the stage store on another disk")
+
+    def optimisers() -> tuple[torch.optim.Optimizer, Any]:
+        optimizer = torch.optim.AdamW(param_groups, weight_decay=optim.weight_decay)
+        return optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=optim.plateau_factor, patience=optim.plateau_patience, min_lr=optim.min_lr)
+
+    optimizer, scheduler = optimisers()
     scaler = torch.amp.GradScaler(info.device.type, enabled=info.amp and info.amp_dtype == torch.float16)
     state: dict[str, Any] = {"epoch": 0, "best_metric": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [],
                              "seconds": 0.0}
     if last_path.exists():
-        saved = torch.load(last_path, map_location=info.device, weights_only=True)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["rng"].cpu())
-        if saved.get("loader_rng") is not None and train_loader.generator is not None:
-            train_loader.generator.set_state(saved["loader_rng"].cpu())
-        state.update({k: saved[k] for k in state})
-        logger.info("%s: resuming after epoch %d (best %.4f)", stage, state["epoch"], state["best_metric"])
+        initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        try:
+            state.update(_resume(last_path, best_path, model, optimizer, scheduler, train_loader, info))
+            logger.info("%s: resuming after epoch %d (best %.4f)", stage, state["epoch"], state["best_metric"])
+        except Exception as e:  # a cut or tampered file: torch raises many types
+            logger.warning("%s: cannot resume from it (%s: %s); training stage %s from the start.", last_path,
+                           type(e).__name__, one_line(e, 160), stage)
+            model.load_state_dict(initial)
+            optimizer, scheduler = optimisers()
+            for damaged in (last_path, best_path):
+                damaged.unlink(missing_ok=True)
+        del initial
 
     bar = tqdm(total=optim.epochs, initial=state["epoch"], desc=stage, disable=not progress, leave=False,
                file=sys.stderr)
@@ -133,14 +220,14 @@ def fit(
         state["seconds"] += seconds
         if metric > state["best_metric"]:
             state.update(best_metric=metric, best_epoch=epoch, bad_epochs=0)
-            _save_atomic(model.state_dict(), best_path)
+            _save_atomic(model.state_dict(), best_path, stage)
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
         _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
                       "loader_rng": train_loader.generator.get_state() if train_loader.generator is not None else None,
-                      **state}, last_path)
+                      **state}, last_path, stage)
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{metric:.3f}")
         logger.debug("%s epoch %d: %s", stage, epoch, record)
@@ -149,7 +236,7 @@ def fit(
         stopped_early = state["bad_epochs"] >= optim.patience
     bar.close()
     if not best_path.exists():  # zero epochs were run (e.g. epochs already done but best missing)
-        _save_atomic(model.state_dict(), best_path)
+        _save_atomic(model.state_dict(), best_path, stage)
     model.load_state_dict(torch.load(best_path, map_location=info.device, weights_only=True))
     return FitResult(best_metric=float(state["best_metric"]), best_epoch=int(state["best_epoch"]),
                      epochs=int(state["epoch"]), seconds=float(state["seconds"]), checkpoint=best_path,

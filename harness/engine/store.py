@@ -11,7 +11,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -19,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+
+from harness.data.io import read_text
+from harness.data.output import output_problem, write_bytes_atomic
+from harness.errors import DataError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +50,27 @@ def stage_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def _record_problem(record: object) -> str | None:
+    """Why a stage record cannot be used (a damaged or hand-edited stage.json), or None."""
+    if not isinstance(record, dict):
+        return f"a JSON object is expected, not {type(record).__name__}"
+    if not isinstance(record.get("checkpoint"), str) or not record["checkpoint"]:
+        return "no checkpoint path"
+    metric = record.get("best_metric")
+    if isinstance(metric, bool) or not isinstance(metric, int | float):
+        return f"best_metric is {type(metric).__name__}, not a number"
+    history = record.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        return "history is not a list of epoch records"
+    return None
+
+
 class StageStore:
-    """Directory ``root/<stage>-<key>/`` per trained stage with ``best.pt`` and ``stage.json``."""
+    """Directory ``root/<stage>-<key>/`` per trained stage with ``best.pt`` and ``stage.json``.
+
+    What is stored is checked before it is used: a stage whose record or checkpoint is damaged
+    (a truncated file, a hand edit) is named in one warning line and trained again.
+    """
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -57,26 +79,47 @@ class StageStore:
         return self.root / f"{stage}-{key}"
 
     def lookup(self, stage: str, key: str) -> dict[str, Any] | None:
-        """The stage record when the stage is complete and its checkpoint exists, else None."""
+        """The stage record when the stage is complete and its checkpoint exists, else None.
+
+        The checkpoint is always the file of that name in the stage's own directory (so a store
+        that was moved still works, and a record cannot point the loader at another file).
+        """
         path = self.dir(stage, key) / "stage.json"
+        if not path.exists():
+            return None
         try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
+            record = json.loads(read_text(path))
+        except (DataError, ValueError, RecursionError) as e:
+            logger.warning("%s: unreadable stage record (%s); training stage %s again.", path,
+                           one_line(e.problems[0] if isinstance(e, DataError) else e), stage)
             return None
-        if not Path(record.get("checkpoint", "")).is_file():
-            logger.warning("stage %s-%s: checkpoint missing, retraining", stage, key)
+        problem = _record_problem(record)
+        if problem is not None:
+            logger.warning("%s: damaged stage record (%s); training stage %s again.", path, problem, stage)
             return None
-        return record
+        checkpoint = self.dir(stage, key) / Path(record["checkpoint"]).name
+        if not checkpoint.is_file():
+            logger.warning("stage %s-%s: checkpoint %s missing; training the stage again.", stage, key, checkpoint)
+            return None
+        return {**record, "checkpoint": str(checkpoint.resolve())}
+
+    def discard(self, stage: str, key: str, reason: str) -> None:
+        """Forget a stored stage that cannot be used (call under :meth:`lock`): its record and checkpoints
+        go, with one warning line saying why, so that the stage is trained again."""
+        d = self.dir(stage, key)
+        logger.warning("%s; training stage %s again.", reason, stage)
+        for name in ("stage.json", "best.pt", "last.pt"):
+            (d / name).unlink(missing_ok=True)
 
     @contextmanager
     def lock(self, stage: str, key: str) -> Iterator[Path]:
         d = self.dir(stage, key)
-        d.mkdir(parents=True, exist_ok=True)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise output_problem(d, e, "cannot create the stage directory") from None
         with FileLock(str(d / ".lock")):
             yield d
 
     def commit(self, stage: str, key: str, record: dict[str, Any]) -> None:
-        path = self.dir(stage, key) / "stage.json"
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(record, indent=2, default=str))
-        tmp.replace(path)
+        write_bytes_atomic(self.dir(stage, key) / "stage.json", json.dumps(record, indent=2, default=str).encode())

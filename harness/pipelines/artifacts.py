@@ -17,7 +17,7 @@ from harness import CLASS_NAMES
 from harness.config import RunConfig
 from harness.data.io import read_image, read_mask
 from harness.data.transforms import to_input
-from harness.errors import DataError
+from harness.errors import DataError, one_line
 from harness.models.segmenter import ClassificationBranch
 from harness.pipelines.registry import PipelineSpec, get_pipeline
 from harness.rundir import RunDir
@@ -49,9 +49,11 @@ def load_classifier(run_dir: Path) -> tuple[nn.Module, int, str, tuple[str, ...]
     model = STAGE_KINDS[stage.kind].build(section, stage.classes, cfg.data.channels)
     try:
         state = torch.load(record["checkpoint"], map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, KeyError) as e:
-        raise DataError(f"{run_dir}: cannot load the {stage.name} checkpoint ({e}).") from None
-    model.load_state_dict(state)
+        model.load_state_dict(state)
+    except Exception as e:  # a cut or tampered file: torch raises RuntimeError, UnpicklingError, EOFError ...
+        where = record.get("checkpoint") if isinstance(record, dict) else None
+        raise DataError(f"{run_dir}: cannot load the {stage.name} checkpoint {where} ({type(e).__name__}: "
+                        f"{one_line(e, 160)}); run the configuration again to retrain it.") from None
     if stage.kind == "joint":
         model = ClassificationBranch(model)
     return model.eval(), section.image_size, input_kind, CLASS_NAMES[: max(stage.classes, 2)]

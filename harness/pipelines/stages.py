@@ -26,6 +26,7 @@ from harness.data.transforms import train_transform, tta_views
 from harness.engine import fit as engine
 from harness.engine.predict import predict, sigmoid, softmax
 from harness.engine.store import code_versions, stage_key
+from harness.errors import one_line
 from harness.models.classifier import classifier_param_groups, create_classifier
 from harness.models.losses import HybridLoss, JointLoss, class_weights, cross_entropy
 from harness.models.segmenter import create_joint, create_segmenter, segmenter_param_groups
@@ -70,38 +71,58 @@ def _loader(ctx: RunContext, ds: StageDataset, batch_size: int, sample_labels: n
                       pin_memory=ctx.info.pin_memory)
 
 
-def _obtain(ctx: RunContext, name: str, kind: str, key_parts: dict[str, Any], build: Callable[[], nn.Module],
-            train: Callable[[nn.Module, Any], engine.FitResult], metric_name: str) -> Stage:
-    """Load the stage from the store when its key is there, else train it (once, under a lock)."""
-    data, versions = ctx.data_key, code_versions()
-    key = stage_key({"stage": name, **key_parts, "data": data, "seed": ctx.config.runtime.seed, "versions": versions})
+def _reuse(ctx: RunContext, name: str, key: str, build: Callable[[], nn.Module], metric_name: str,
+           discard: bool) -> Stage | None:
+    """The stored stage, loaded, or None when there is none or its checkpoint cannot be loaded (a truncated
+    or tampered file). With ``discard`` (under the stage's lock) such a stage is removed from the store."""
     record = ctx.store.lookup(name, key)
     if record is None:
-        with ctx.store.lock(name, key) as workdir:
-            record = ctx.store.lookup(name, key)  # another trial may have trained it meanwhile
-            if record is None:
-                t0 = time.perf_counter()
-                model = build()
-                result = train(model, workdir)
-                record = {"stage": name, "kind": kind, "hash": key, "checkpoint": str(result.checkpoint.resolve()),
-                          "epochs": result.epochs, "best_epoch": result.best_epoch,
-                          "best_metric": result.best_metric, "metric_name": metric_name,
-                          "seconds": time.perf_counter() - t0, "stopped_early": result.stopped_early,
-                          "data": data, "versions": versions, "history": result.history}
-                ctx.store.commit(name, key, record)
-                (workdir / "last.pt").unlink(missing_ok=True)  # only needed to resume; ~3x the model size
-                logger.info("%s: trained %d epochs in %.1fs, best %s %.4f (epoch %d)", name, result.epochs,
-                            record["seconds"], metric_name, result.best_metric, result.best_epoch)
-                return Stage(name, model.eval(), {**record, "cached": False})
+        return None
     model = build()
-    state = torch.load(record["checkpoint"], map_location=ctx.info.device, weights_only=True)
-    model.load_state_dict(state)
+    try:
+        state = torch.load(record["checkpoint"], map_location=ctx.info.device, weights_only=True)
+        model.load_state_dict(state)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, KeyError ... for a bad file
+        if discard:
+            ctx.store.discard(name, key, f"{record['checkpoint']}: cannot be loaded ({type(e).__name__}: "
+                                         f"{one_line(e, 160)})")
+        return None
     model.to(ctx.info.device).eval()
     logger.info("%s: reusing trained stage %s (best %s %.4f)", name, key, metric_name, record["best_metric"])
     for epoch_record in record.get("history", []):  # replayed, so a study's per-epoch reports line up
         for cb in ctx.callbacks:
             cb(name, {**epoch_record, "replayed": True})
     return Stage(name, model, {**record, "cached": True})
+
+
+def _obtain(ctx: RunContext, name: str, kind: str, key_parts: dict[str, Any], build: Callable[[], nn.Module],
+            train: Callable[[nn.Module, Any], engine.FitResult], metric_name: str) -> Stage:
+    """Load the stage from the store when its key is there, else train it (once, under a lock).
+
+    A stored stage whose checkpoint cannot be loaded is named in one warning line and trained again.
+    """
+    data, versions = ctx.data_key, code_versions()
+    key = stage_key({"stage": name, **key_parts, "data": data, "seed": ctx.config.runtime.seed, "versions": versions})
+    stage = _reuse(ctx, name, key, build, metric_name, discard=False)
+    if stage is not None:
+        return stage
+    with ctx.store.lock(name, key) as workdir:
+        stage = _reuse(ctx, name, key, build, metric_name, discard=True)  # another trial may have trained it meanwhile
+        if stage is not None:
+            return stage
+        t0 = time.perf_counter()
+        model = build()
+        result = train(model, workdir)
+        record = {"stage": name, "kind": kind, "hash": key, "checkpoint": str(result.checkpoint.resolve()),
+                  "epochs": result.epochs, "best_epoch": result.best_epoch,
+                  "best_metric": result.best_metric, "metric_name": metric_name,
+                  "seconds": time.perf_counter() - t0, "stopped_early": result.stopped_early,
+                  "data": data, "versions": versions, "history": result.history}
+        ctx.store.commit(name, key, record)
+        (workdir / "last.pt").unlink(missing_ok=True)  # only needed to resume; ~3x the model size
+        logger.info("%s: trained %d epochs in %.1fs, best %s %.4f (epoch %d)", name, result.epochs,
+                    record["seconds"], metric_name, result.best_metric, result.best_epoch)
+        return Stage(name, model.eval(), {**record, "cached": False})
 
 
 StageData = Callable[[], tuple[tuple[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]]
