@@ -176,6 +176,7 @@ def _quickstart(args: argparse.Namespace) -> int:
 
     from harness.tune.study import load_study
 
+    spec = load_study("quickstart")  # ./studies/quickstart.yaml when there is one, else the shipped study
     if not (args.data / "training_metadata.xlsx").exists():
         import sys
 
@@ -185,7 +186,6 @@ def _quickstart(args: argparse.Namespace) -> int:
         synthesize(args.data, n_images=args.images, size=256, seed=0, progress=sys.stderr.isatty())
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
-    spec = load_study(Path("studies/quickstart.yaml") if Path("studies/quickstart.yaml").exists() else "quickstart")
     resume = (args.out / "optuna.db").exists()
     ns = argparse.Namespace(data=args.data, address=None, storage=None, no_report=False)
     code = _execute(spec, args.out, ns, resume=resume)
