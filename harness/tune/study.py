@@ -94,8 +94,10 @@ class SelectionSpec(Strict):
 class WandbSpec(Strict):
     enabled: bool = True
     project: str = "harness"
+    entity: str | None = Field(None, description="W&B team or user (default: the logged-in user's default entity)")
     mode: Literal["offline", "online", "disabled"] | None = Field(
-        None, description="None: offline unless WANDB_MODE or WANDB_API_KEY is set")
+        None, description="None: WANDB_MODE if set, else online when logged in (WANDB_API_KEY or ~/.netrc), "
+                          "else offline")
 
 
 class StudySpec(Strict):

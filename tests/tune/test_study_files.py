@@ -5,13 +5,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness import resources
 from harness.cli import main
 from harness.errors import ConfigError
 from harness.tune.space import SearchSpace
 from harness.tune.study import load_study
 from harness.tune.sweep import wandb_sweep
-
-from harness import resources
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = resources.files(resources.STUDIES)
