@@ -152,7 +152,8 @@ def write_run_manifest(out_dir: Path, ctx: RunContext, *, subsets: tuple[str, ..
     return body
 
 
-def write_study_manifest(paths: StudyPaths, spec: StudySpec, *, storage_url: str) -> dict[str, Any]:
+def write_study_manifest(paths: StudyPaths, spec: StudySpec, *, storage_url: str,
+                         command: list[str] | None = None) -> dict[str, Any]:
     """Write ``STUDY_DIR/manifest.json`` (after Ray started and the data was prepared); a resumed study
     keeps the earlier invocations under ``history``."""
     import ray
@@ -172,7 +173,7 @@ def write_study_manifest(paths: StudyPaths, spec: StudySpec, *, storage_url: str
     body = {"kind": "study", "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **environment(),
             "device": {"ray_cpus": resources.get("CPU", 0), "ray_gpus": resources.get("GPU", 0),
                        "ray_nodes": len([n for n in ray.nodes() if n.get("Alive")]) if ray.is_initialized() else 0},
-            "command": command_line(), "cwd": str(Path.cwd()), "study": spec.name,
+            "command": command or command_line(), "cwd": str(Path.cwd()), "study": spec.name,
             "storage": redact(storage_url), "data": data_fingerprint(index, content_hash(index, config.data.cache_dir)),
             "split": split_fingerprint(split),
             "seeds": {"sampler_seed": spec.seed, "final_seeds": list(spec.final.seeds),

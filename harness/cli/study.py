@@ -103,7 +103,8 @@ def _execute(spec, study_dir: Path, args: argparse.Namespace, resume: bool) -> i
     from harness.tune.runner import run_study
 
     summary = run_study(spec, study_dir, data_dir=args.data, address=args.address, resume=resume,
-                        storage_url=args.storage, dashboard=getattr(args, "dashboard", False))
+                        storage_url=args.storage, dashboard=getattr(args, "dashboard", False),
+                        command=getattr(args, "command", None))
     print(f"study {summary['study']}: {summary['finished']} finished trials in {summary['storage']}")
     for p, best in summary["best"].items():
         print(f"  best {p}: trial {best['number']} values={best['values']} {json.dumps(best['overrides'])}")
@@ -193,7 +194,8 @@ def _trial(args: argparse.Namespace) -> int:
     spec = load_study(args.study)
     params = _overrides(list(args.params) + list(args.overrides))
     out = args.out or agent_run_dir(spec)
-    result = run_agent_trial(spec, params, out, data_dir=args.data, epoch_objective=args.epoch_objective)
+    result = run_agent_trial(spec, params, out, data_dir=args.data, epoch_objective=args.epoch_objective,
+                             command=args.command)
     print(json.dumps({k: result.get(k) for k in ("balanced_accuracy", "dice_mean", "seconds")}))
     return 0
 
@@ -214,7 +216,8 @@ def _quickstart(args: argparse.Namespace) -> int:
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
     resume = (args.out / "optuna.db").exists()
-    ns = argparse.Namespace(data=args.data, address=None, storage=None, no_report=False, dashboard=False)
+    ns = argparse.Namespace(data=args.data, address=None, storage=None, no_report=False, dashboard=False,
+                            command=args.command)
     code = _execute(spec, args.out, ns, resume=resume)
     print(f"done: study in {args.out}, Table 9 in {args.out / 'report' / 'table9.md'}")
     return code

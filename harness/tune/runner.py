@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None, address: str | None = None,
               resume: bool = False, storage_url: str | None = None, final: bool | None = None,
               ray_init: dict[str, Any] | None = None, epoch_hooks: Sequence[EpochCallback] = (),
-              dashboard: bool = False) -> dict[str, Any]:
+              dashboard: bool = False, command: list[str] | None = None) -> dict[str, Any]:
     """Search (or resume), then the final seeded runs of the best config of each pipeline.
 
     Each pipeline is searched in its own Optuna study ``<study>:<pipeline>`` with its own trial budget
@@ -54,6 +54,7 @@ def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None,
 
     ``address`` (else ``$RAY_ADDRESS``) joins a Ray cluster, otherwise a local Ray starts (with its
     dashboard when ``dashboard``); see :func:`~harness.tune.tuner.ray_init_kwargs`.
+    ``command`` is the command line recorded in the study's ``manifest.json`` (default: this process's).
     ``epoch_hooks`` run in every trial after each epoch (picklable callables, e.g. the fault
     injection of :mod:`harness.tune.testing`). Returns a summary dict: study name, storage,
     finished trials (in all and per pipeline), seconds, best trial per pipeline, final run dirs.
@@ -85,7 +86,7 @@ def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None,
         remaining = {p: max(0, budgets[p] - done[p]) for p in spec.pipelines}
         uid = study_uid(spec, storage)
         init_ray(address, ray_init, dashboard=dashboard)
-        write_study_manifest(paths, spec, storage_url=url)
+        write_study_manifest(paths, spec, storage_url=url, command=command)
         cuda = cuda_available()
         t0 = time.perf_counter()
         if sum(remaining.values()) > 0:

@@ -104,7 +104,7 @@ def agent_run_dir(spec: StudySpec, root: Path = Path("runs")) -> Path:
 
 
 def run_agent_trial(spec: StudySpec, params: dict[str, Any], out: Path, data_dir: Path | None = None,
-                    epoch_objective: bool = False) -> dict[str, Any]:
+                    epoch_objective: bool = False, command: list[str] | None = None) -> dict[str, Any]:
     """One trial under `wandb agent` (params arrive as key=value args and in wandb.config).
 
     The W&B run id is the agent's (``WANDB_RUN_ID``); outside an agent it derives from the study and
@@ -121,4 +121,4 @@ def run_agent_trial(spec: StudySpec, params: dict[str, Any], out: Path, data_dir
     return execute_trial(spec, pipeline, params, out, store=store, data_dir=data_dir, subsets=("val",),
                          tracker_dir=out, tracker_name=out.name, folds=spec.selection.folds, job_type="agent",
                          wandb_id=run_id, epoch_objective=epoch_objective,
-                         provenance={"wandb_sweep_id": os.environ.get("WANDB_SWEEP_ID")})
+                         provenance={"command": command, "wandb_sweep_id": os.environ.get("WANDB_SWEEP_ID")})
