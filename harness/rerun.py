@@ -127,7 +127,8 @@ def rerun(run_dir: Path, out_dir: Path | None = None, *, data_dir: Path | None =
     run_trial(config, out_dir, data_dir=data, store_root=store, subsets=subsets, progress=False,
               provenance={"rerun_of": str(run_dir.resolve()), "command": command})
     again = read_manifest(out_dir)
-    compared, worst, bad = 0, 0.0, []
+    compared, worst = 0, 0.0
+    bad: list[Mismatch] = []
     for subset in subsets:
         if not original.metrics(subset).exists():
             continue
