@@ -33,7 +33,8 @@ def early_terminate(spec: StudySpec, pipelines: list[str]) -> dict[str, Any] | N
     multi-objective study (Tune runs no scheduler then either) or a sweep over several pipelines."""
     if spec.scheduler.type != "asha" or spec.multi_objective or len(pipelines) != 1:
         return None
-    return {"type": "hyperband", "min_iter": spec.scheduler.grace_period, "eta": spec.scheduler.reduction_factor}
+    eta = spec.scheduler.reduction_factor
+    return {"type": "hyperband", "min_iter": spec.scheduler.grace_period, "eta": int(eta) if eta.is_integer() else eta}
 
 
 def wandb_sweep(spec: StudySpec, study_ref: str | Path, *, data_dir: Path | None = None,

@@ -114,6 +114,8 @@ class TrialTracker:
         self.history: list[dict[str, Any]] = []
         self.objectives = list(objectives)
         self.epoch_objective = epoch_objective
+        self._objective_rows = 0
+        self._last_proxy: float | None = None
         self.metrics: dict[str, str] = {}
         self.info: dict[str, Any] = {}
         if not enabled:
@@ -140,12 +142,24 @@ class TrialTracker:
                      "config": _clean(config), "define_metric": self.metrics}
         self._write("running", {})
 
-    def log_epoch(self, stage: str, record: dict[str, Any], proxy: float | None = None) -> None:
+    def log_epoch(self, stage: str, record: dict[str, Any], proxy: float | None = None,
+                  position: int | None = None) -> None:
+        """One epoch's stage metrics; with ``epoch_objective``, also ``proxy`` as the objective's
+        ``position``-th value (its stage-aligned time): when an earlier stage stopped early, its last
+        value is repeated up to there, so that every run's n-th value is the same stage and epoch."""
         if self.run is None:
             return
         row = _clean({f"{stage}/{k}": v for k, v in record.items()})
-        if self.epoch_objective and proxy is not None:
-            row.update(_clean({self.epoch_objective: proxy}))
+        if self.epoch_objective and proxy is not None and math.isfinite(proxy):
+            while position is not None and self._last_proxy is not None and self._objective_rows < position - 1:
+                self._log({self.epoch_objective: self._last_proxy})
+                self._objective_rows += 1
+            row[self.epoch_objective] = proxy
+            self._objective_rows += 1
+            self._last_proxy = proxy
+        self._log(row)
+
+    def _log(self, row: dict[str, Any]) -> None:
         self.history.append(row)
         self.run.log(row)  # no explicit step: a resumed run continues after its last step
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.tune.paths import StudyPaths
 from harness.tune.study import StudySpec
-from harness.tune.timeline import PROXY, StageTimeline
+from harness.tune.timeline import PROXY, STAGE_TIME, StageTimeline
 
 if TYPE_CHECKING:  # the real import pulls in torch, which the driver does not need for this module
     from harness.engine.fit import EpochCallback
@@ -72,7 +72,8 @@ def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run
 
     def on_epoch(stage: str, record: dict[str, Any]) -> None:
         fields = timeline.report(stage, record) if timeline is not None else None
-        tracker.log_epoch(stage, record, proxy=fields[PROXY] if fields else None)
+        tracker.log_epoch(stage, record, proxy=fields[PROXY] if fields else None,
+                          position=fields.get(STAGE_TIME) if fields else None)
         if report is not None and fields is not None:
             report({**fields, **dict.fromkeys(objectives, float(record["val_metric"])), "final": 0})
 

@@ -60,7 +60,7 @@ def test_one_pipeline_sweep_maps_asha_to_hyperband(study):
     spec = spec.model_copy(update={"objectives": spec.objectives[:1]})
     sweep = wandb_sweep(spec, study, pipeline="a")
     assert sweep["name"] == "sweepy:a" and sweep["run_cap"] == 2, "the pipeline's own budget"
-    assert sweep["early_terminate"] == {"type": "hyperband", "min_iter": 2, "eta": 3.0}
+    assert sweep["early_terminate"] == {"type": "hyperband", "min_iter": 2, "eta": 3}
     assert sweep["parameters"]["pipeline"] == {"value": "a"}
     assert "roi.margin" not in sweep["parameters"], "B-only parameters are not in A's sweep"
     assert "--epoch-objective" in sweep["command"], "runs log the per-epoch proxy hyperband reads"
@@ -139,3 +139,19 @@ def test_trial_as_the_agent_runs_it(make_dataset, tmp_path, monkeypatch, study):
     assert per_epoch, "the stage-aligned proxy every epoch (what hyperband compares)"
     assert record["history"][-1] == {"balanced_accuracy": metrics["balanced_accuracy"],
                                      "dice_mean": metrics["dice_mean"]}, "the final objective is the last value"
+
+
+def test_epoch_objective_positions_are_stage_aligned(monkeypatch, tmp_path):
+    """A stage stopped early repeats its last value, so the n-th value is the same stage and epoch in
+    every run: what W&B's hyperband compares (it indexes the metric's history by position)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    from harness.tune.tracking import TrialTracker
+
+    tracker = TrialTracker(enabled=True, project="p", group="g", name="n", config={}, directory=tmp_path,
+                           objectives=[("balanced_accuracy", "max")], epoch_objective="balanced_accuracy",
+                           record=tmp_path / "wandb.json")
+    for stage, epoch, t, value in (("seg", 1, 1, 0.2), ("seg", 2, 2, 0.4), ("cls", 1, 4, 0.6), ("cls", 2, 5, 0.7)):
+        tracker.log_epoch(stage, {"epoch": epoch, "val_metric": value}, proxy=value, position=t)  # seg planned 3
+    tracker.finish({"balanced_accuracy": 0.65})
+    values = [row["balanced_accuracy"] for row in read_record(tmp_path)["history"] if "balanced_accuracy" in row]
+    assert values == [0.2, 0.4, 0.4, 0.6, 0.7, 0.65]
