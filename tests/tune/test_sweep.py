@@ -155,3 +155,57 @@ def test_epoch_objective_positions_are_stage_aligned(monkeypatch, tmp_path):
     tracker.finish({"balanced_accuracy": 0.65})
     values = [row["balanced_accuracy"] for row in read_record(tmp_path)["history"] if "balanced_accuracy" in row]
     assert values == [0.2, 0.4, 0.4, 0.6, 0.7, 0.65]
+
+
+class FakeWandb:
+    """Records what publish_report asks of W&B (no server)."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        self.Settings = lambda **k: k
+        fake = self
+
+        class Artifact:
+            def __init__(self, name, type, description=""):
+                self.name, self.type, self.files = name, type, []
+
+            def add_file(self, path):
+                self.files.append(Path(path).name)
+
+        class Run:
+            def log_artifact(self, artifact):
+                fake.calls.append(("log_artifact", artifact.name, artifact.type, sorted(artifact.files)))
+
+            def finish(self):
+                fake.calls.append(("finish",))
+
+        self.Artifact = Artifact
+        self._run = Run
+
+    def init(self, **kwargs):
+        self.calls.append(("init", kwargs))
+        return self._run()
+
+
+def test_the_report_is_an_artifact_only_when_online(tmp_path, monkeypatch):
+    import sys
+
+    from harness.tune.tracking import publish_report
+
+    report = tmp_path / "report"
+    report.mkdir()
+    for name in ("index.html", "table9.csv", "table9.md"):
+        (report / name).write_text("x")
+    fake = FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    kwargs = {"project": "p", "entity": None, "group": "quickstart", "mode": None, "run_id": "r1",
+              "report_dir": report, "directory": tmp_path / "wandb"}
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert publish_report(**kwargs) is None and fake.calls == [], "offline: nothing copied into W&B's directory"
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)  # logged in
+    assert publish_report(**kwargs) == "quickstart-report"
+    init = fake.calls[0][1]
+    assert init["job_type"] == "report" and init["group"] == "quickstart" and init["id"] == "r1"
+    assert init["resume"] == "allow" and init["mode"] == "online"
+    assert fake.calls[1] == ("log_artifact", "quickstart-report", "report", ["index.html", "table9.csv", "table9.md"])
