@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -85,6 +86,11 @@ def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None,
         budgets = trial_budgets(spec)
         remaining = {p: max(0, budgets[p] - done[p]) for p in spec.pipelines}
         uid = study_uid(spec, storage)
+        if spec.wandb.enabled:
+            from harness.tune.tracking import wandb_mode
+
+            mode = wandb_mode(spec.wandb.mode) or f"WANDB_MODE={os.environ.get('WANDB_MODE')}"
+            logger.info("W&B: %s runs in project %s", mode, spec.wandb.project)
         init_ray(address, ray_init, dashboard=dashboard)
         write_study_manifest(paths, spec, storage_url=url, command=command)
         cuda = cuda_available()
@@ -103,8 +109,8 @@ def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None,
         finished = {p: count_finished(s) for p, s in studies.items()}
         return {"study": spec.name, "storage": url, "finished": sum(finished.values()),
                 "finished_per_pipeline": finished, "seconds": time.perf_counter() - t0,
-                "best": {p: {"number": t.number, "values": t.values, "overrides": t.user_attrs.get("overrides")}
-                         for p, t in best.items()},
+                "best": {p: {"number": t.number, "values": t.values, "overrides": t.user_attrs.get("overrides"),
+                             "trial_dir": str(paths.trial_of(t.user_attrs) or "")} for p, t in best.items()},
                 "final": [str(paths.final / r["dir"] if r.get("dir") else paths.final_run(r["pipeline"], r["seed"]))
                           for r in runs]}
 

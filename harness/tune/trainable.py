@@ -141,7 +141,7 @@ def ray_trainable(config: dict[str, Any], spec_json: str, study_dir: str, data_d
         subsets, report, folds, job_type = ("val",), tune.report, spec.selection.folds, "search"
         if trial:
             where.update(optuna_study=trial["study"], optuna_trial=trial["number"])
-        key = (trial["study"], trial["number"]) if trial else (trial_id,)
+        key = (trial["study"], trial.get("continues", trial["number"])) if trial else (trial_id,)
     try:
         required = tune.get_context().get_trial_resources().required_resources
     except Exception:  # noqa: BLE001 - not inside a Tune session with resources

@@ -354,9 +354,13 @@ def test_killed_driver_resumes_to_the_requested_count_without_duplicates(data, t
     interrupted = [(p, t.number) for p, s in studies.items() for t in s.trials if t.user_attrs.get("interrupted")]
     retried = [t for t in after if "retry_of" in t.user_attrs]
     assert sorted(interrupted) == sorted((t.user_attrs["pipeline"], t.user_attrs["retry_of"]) for t in retried)
+    uid = studies["a"].user_attrs["uid"]
     for t in retried:
         original = studies[t.user_attrs["pipeline"]].trials[t.user_attrs["retry_of"]]
         assert t.params == original.params, "an interrupted trial runs again with the same parameters"
+        record = read_record(StudyPaths(out).trial_of(t.user_attrs))
+        assert record["id"] == stable_run_id(uid, f"fast:{t.user_attrs['pipeline']}", original.number), \
+            "the retry continues the interrupted trial's W&B run"
 
 
 def test_study_on_a_dataset_with_other_column_names(make_dataset, tmp_path):
