@@ -61,15 +61,19 @@ def hub_env(monkeypatch) -> Iterator[pytest.MonkeyPatch]:
     _reset_hub_session()
 
 
+def probe_through(server: OneShotServer, *, timeout: float = 5) -> bool:
+    try:
+        return weights.hub_reachable(timeout=timeout)
+    finally:
+        server.close()
+
+
 def test_probe_asks_the_configured_endpoint(hub_env):
     from huggingface_hub import constants
 
     server = OneShotServer(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-    try:
-        hub_env.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.port}")  # what HF_ENDPOINT sets
-        assert weights.hub_reachable(timeout=5) is True, "any HTTP answer means the hub (mirror) is there"
-    finally:
-        server.close()
+    hub_env.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.port}")  # what HF_ENDPOINT sets
+    assert probe_through(server) is True, "any HTTP answer means the hub (mirror) is there"
     assert server.requests and server.requests[0].startswith("HEAD / HTTP/1.1")
 
 
@@ -77,13 +81,10 @@ def test_probe_goes_through_the_https_proxy(hub_env):
     from huggingface_hub import constants
 
     proxy = OneShotServer(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-    try:
-        hub_env.setattr(constants, "ENDPOINT", "https://huggingface.co")
-        hub_env.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
-        _reset_hub_session()
-        assert weights.hub_reachable(timeout=5) is False, "a proxy that refuses the tunnel: not reachable"
-    finally:
-        proxy.close()
+    hub_env.setattr(constants, "ENDPOINT", "https://huggingface.co")
+    hub_env.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+    _reset_hub_session()
+    assert probe_through(proxy) is False, "a proxy that refuses the tunnel: not reachable"
     assert proxy.requests and proxy.requests[0].startswith("CONNECT huggingface.co:443")
 
 
@@ -91,10 +92,7 @@ def test_probe_is_off_when_the_hub_is_offline(hub_env):
     from huggingface_hub import constants
 
     server = OneShotServer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-    try:
-        hub_env.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.port}")
-        hub_env.setattr(constants, "HF_HUB_OFFLINE", True)
-        assert weights.hub_reachable(timeout=5) is False
-    finally:
-        server.close()
+    hub_env.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.port}")
+    hub_env.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert probe_through(server) is False
     assert server.requests == [], "HF_HUB_OFFLINE: no request at all"

@@ -12,16 +12,20 @@ from harness.tune.status import format_status, study_table
 from harness.tune.study import StudySpec
 
 
-def test_status_lists_every_pipelines_trials_against_its_budget(tmp_path):
+def new_study(root, **fields):
+    """A study directory with its spec and (empty) per-pipeline Optuna studies: (paths, studies)."""
     spec = StudySpec.model_validate({"name": "st", "pipelines": ["a", "b"], "base": {"a": "tiny-a", "b": "tiny-b"},
-                                     "search_space": {"params": {"eval.tta": {"type": "categorical",
-                                                                              "choices": [True, False]}}},
-                                     "trials": 6, "sampler": "random"})
-    paths = StudyPaths(tmp_path)
+                                     "sampler": "random", **fields})
+    paths = StudyPaths(root)
     paths.spec.write_text(yaml.safe_dump(json.loads(spec.model_dump_json())))
     storage = open_storage(paths.storage_url)
     reconcile(spec, storage)
-    studies = load_studies(spec, storage)
+    return paths, load_studies(spec, storage)
+
+
+def test_status_lists_every_pipelines_trials_against_its_budget(tmp_path):
+    _, studies = new_study(tmp_path, trials=6, search_space={
+        "params": {"eval.tta": {"type": "categorical", "choices": [True, False]}}})
     trial = studies["a"].ask()
     trial.suggest_categorical("eval.tta", [True, False])
     trial.set_user_attr("pipeline", "a")
@@ -42,14 +46,8 @@ def test_status_json_and_csv_name_trial_dirs_after_optuna_trials(tmp_path, capsy
 
     from harness.cli import main
 
-    spec = StudySpec.model_validate({"name": "st", "pipelines": ["a", "b"], "base": {"a": "tiny-a", "b": "tiny-b"},
-                                     "objectives": [{"metric": "balanced_accuracy"}, {"metric": "dice_mean"}],
-                                     "trials": 2, "sampler": "random"})
-    paths = StudyPaths(tmp_path)
-    paths.spec.write_text(yaml.safe_dump(json.loads(spec.model_dump_json())))
-    storage = open_storage(paths.storage_url)
-    reconcile(spec, storage)
-    studies = load_studies(spec, storage)
+    paths, studies = new_study(tmp_path, trials=2,
+                               objectives=[{"metric": "balanced_accuracy"}, {"metric": "dice_mean"}])
     for pipeline, values in (("a", [0.7, 0.5]), ("b", [0.6, float("nan")])):
         trial = studies[pipeline].ask()
         trial.set_user_attr("pipeline", pipeline)
