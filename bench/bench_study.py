@@ -74,7 +74,7 @@ def report_rows(args, spec, summary, data, t_synth: float, t_study: float, t_rep
     for t in (t for s in studies.values() for t in s.trials):
         if t.state != optuna.trial.TrialState.COMPLETE:
             continue
-        run_dir = args.out / "trials" / t.user_attrs["ray_trial_id"]
+        run_dir = StudyPaths(args.out).trial_of(t.user_attrs)
         stages = [json.loads(p.read_text()) for p in (run_dir / "stages").glob("*.json")]
         wall = (t.datetime_complete - t.datetime_start).total_seconds()
         inner = json.loads((run_dir / "metrics.json").read_text())

@@ -9,6 +9,8 @@ pipelines' artefacts (Grad-CAM) and the test doubles read or fake it through thi
     pred_masks/<id>.png  predicted mask at the image's original size (0/255)
     stages/<stage>.json  stage record: config hash, epochs, best metric, seconds, per-epoch history
     run.json             wall time, stages trained, device
+    manifest.json        code, package versions, data + split fingerprints, seeds, command (harness.manifest)
+    wandb.json           what was logged to W&B, when tracked (harness.tune.tracking)
     checkpoints/         the stage store when no shared one is given
 
 Every write is atomic (temp file + rename), so a crash never leaves half a file behind.

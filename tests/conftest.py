@@ -14,7 +14,7 @@ under the module name ``conftest``, so that import finds whichever came last.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,20 @@ def dataset(tmp_path: Path) -> Path:
 def edit_metadata() -> Callable[..., None]:
     """``edit_metadata(root, fn)``: rewrite training_metadata.xlsx with ``fn(table) -> table``."""
     return datasets.edit_metadata
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _wandb_never_online() -> Iterator[None]:
+    """Runs are online whenever the user is logged in (harness.tune.tracking.wandb_mode); tests must not
+    reach the W&B server from a logged-in developer machine, so they run with WANDB_MODE=offline unless
+    the caller set a mode (Ray workers inherit it)."""
+    import os
+
+    before = os.environ.get("WANDB_MODE")
+    os.environ.setdefault("WANDB_MODE", "offline")
+    yield
+    if before is None:
+        os.environ.pop("WANDB_MODE", None)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from harness import __version__
 from harness.errors import HarnessError
 
-VERB_MODULES = ("data", "run", "report", "study", "predict")
+VERB_MODULES = ("data", "run", "rerun", "report", "study", "predict")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``harness`` console script. Returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command = ["harness", *(sys.argv[1:] if argv is None else argv)]  # the exact command, for manifests
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -41,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
         data = config.data.model_copy(update={"columns": parse_columns(args.columns)})
         config = config.model_copy(update={"data": data})
     out = args.out or Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = run_trial(config, out, data_dir=args.data, store_root=args.store)
+    result = run_trial(config, out, data_dir=args.data, store_root=args.store, provenance={"command": args.command})
     from harness.metrics.registry import list_metrics
 
     keys = [m.key for m in list_metrics(table9=True)]  # the CLI summary is Table 9's rows

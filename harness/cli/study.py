@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                               description="Same as `study run STUDY_DIR/study.yaml --out STUDY_DIR --resume`.")
     resume.add_argument("study_dir", type=Path)
     resume.add_argument("--data", type=Path, help="dataset directory (default: as recorded in the study)")
-    resume.add_argument("--address", help="Ray cluster address (auto joins a running cluster)")
+    resume.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    resume.add_argument("--dashboard", action="store_true", help="start Ray's dashboard with the local Ray")
     resume.add_argument("--storage", help="Optuna RDB URL (default: sqlite in STUDY_DIR)")
     resume.add_argument("--no-report", action="store_true", help="skip building the report")
     resume.set_defaults(func=_resume)
@@ -49,12 +50,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                                           "trial of each pipeline.")
     status.add_argument("study_dir", type=Path)
     status.add_argument("--storage", help="Optuna RDB URL (default: sqlite in STUDY_DIR)")
-    status.set_defaults(func=_status)
+    fmt = status.add_mutually_exclusive_group()
+    fmt.add_argument("--json", dest="format", action="store_const", const="json",
+                     help="machine-readable: trials, budgets and best trial per pipeline as JSON")
+    fmt.add_argument("--csv", dest="format", action="store_const", const="csv", help="the trial table as CSV")
+    status.set_defaults(func=_status, format="text")
 
     sweep = verbs.add_parser("wandb-sweep", help="write the equivalent W&B sweep YAML",
                              description="Write a W&B sweep config that runs the same search with `wandb agent`; "
-                                         "each agent run calls `harness trial`.")
-    sweep.add_argument("study")
+                                         "each agent run calls `harness trial`. For equal budgets and early "
+                                         "termination, write one sweep per pipeline with --pipeline.")
+    sweep.add_argument("study", help="study YAML or the name of a shipped study")
+    sweep.add_argument("--data", type=Path, help="dataset directory the agents use (default: the study's data.dir)")
+    sweep.add_argument("--pipeline", help="a sweep for this pipeline only (its budget; hyperband from ASHA)")
     sweep.add_argument("--out", type=Path, help="output YAML (default: stdout)")
     sweep.set_defaults(func=_sweep)
 
@@ -63,8 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "from --set key=value), tracked as a W&B run.")
     trial.add_argument("--study", required=True)
     trial.add_argument("--data", type=Path)
-    trial.add_argument("--out", type=Path, help="run directory (default: runs/trial-<timestamp>)")
+    trial.add_argument("--out", type=Path,
+                       help="run directory (default: runs/sweeps/<study>/<W&B run id, or timestamp-random>)")
     trial.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    trial.add_argument("--epoch-objective", action="store_true",
+                       help="log the stage-aligned proxy under the first objective every epoch (W&B hyperband)")
     trial.add_argument("params", nargs="*", help="key=value pairs as passed by `wandb agent` (${args_no_hyphens})")
     trial.set_defaults(func=_trial)
 
@@ -83,7 +94,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, help="dataset directory (default: the study's data.dir or data/synth)")
     p.add_argument("--columns", help="metadata column mapping, e.g. label=diagnosis,patient_id=case")
     p.add_argument("--out", type=Path, help="study directory (default: runs/studies/<name>)")
-    p.add_argument("--address", help="Ray cluster address; `auto` joins a running cluster (default: local Ray)")
+    p.add_argument("--address", help="Ray cluster to join, e.g. `auto` or ray://head:10001 (default: $RAY_ADDRESS, "
+                                     "as `ray job submit` sets it, else a new local Ray)")
+    p.add_argument("--dashboard", action="store_true",
+                   help="start Ray's dashboard with the local Ray (needs pip install 'harness[dashboard]')")
     p.add_argument("--storage", help="Optuna RDB URL, e.g. postgresql://user@host/db (default: sqlite in STUDY_DIR)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a study field, e.g. trials=4 or final.seeds=[1]")
@@ -113,10 +127,12 @@ def _execute(spec, study_dir: Path, args: argparse.Namespace, resume: bool) -> i
     print(format_plan(plan_study(spec, args.data, calibrate)), flush=True)
 
     summary = run_study(spec, study_dir, data_dir=args.data, address=args.address, resume=resume,
-                        storage_url=args.storage)
+                        storage_url=args.storage, dashboard=getattr(args, "dashboard", False),
+                        command=getattr(args, "command", None))
     print(f"study {summary['study']}: {summary['finished']} finished trials in {summary['storage']}")
     for p, best in summary["best"].items():
-        print(f"  best {p}: trial {best['number']} values={best['values']} {json.dumps(best['overrides'])}")
+        print(f"  best {p}: trial {best['number']} ({best['trial_dir']}) values={best['values']} "
+              f"{json.dumps(best['overrides'])}")
     if not args.no_report and summary["final"]:
         _report(study_dir)
     return 0
@@ -124,9 +140,13 @@ def _execute(spec, study_dir: Path, args: argparse.Namespace, resume: bool) -> i
 
 def _report(study_dir: Path) -> None:
     from harness.report.build import build_report
+    from harness.tune.runner import publish_study_report
 
     result = build_report([study_dir])
     print(f"report: {result.out_dir / 'index.html'} ({result.seconds:.0f}s)")
+    artifact = publish_study_report(study_dir, result.out_dir)
+    if artifact:
+        print(f"W&B: report and Table 9 logged as artifact {artifact}")
     ablation = result.out_dir / "ablation.md"
     if ablation.exists():
         print(f"ablation table: {ablation} (also .csv, .xlsx, .tex); rebuild it with `harness report {study_dir}`")
@@ -158,10 +178,15 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from harness.tune.status import format_status, study_table
+    from harness.tune.status import format_status, status_json, study_table
 
     table, best = study_table(args.study_dir, args.storage)
-    print(format_status(table, best))
+    if args.format == "json":
+        print(json.dumps(status_json(table, best), indent=2))
+    elif args.format == "csv":
+        print(table.to_csv(index=False), end="")
+    else:
+        print(format_status(table, best))
     return 0
 
 
@@ -172,7 +197,13 @@ def _sweep(args: argparse.Namespace) -> int:
     from harness.tune.sweep import wandb_sweep
 
     spec = load_study(args.study)
-    text = yaml.safe_dump(wandb_sweep(spec, args.study), sort_keys=False)
+    sweep = wandb_sweep(spec, args.study, data_dir=args.data, pipeline=args.pipeline)
+    text = yaml.safe_dump(sweep, sort_keys=False)
+    if "--data" not in sweep["command"]:
+        logger.warning("no --data and no data.dir in the study: agents will use $HARNESS_DATA or ./data/synth")
+    if len(spec.pipelines) > 1 and not args.pipeline:
+        logger.warning("one sweep over %d pipelines: W&B's optimiser may spend the budget unevenly and cannot stop "
+                       "runs early across pipelines; `--pipeline P` writes one sweep per pipeline", len(spec.pipelines))
     if args.out:
         args.out.write_text(text)
         print(f"wrote {args.out}; start it with `wandb sweep {args.out}` then `wandb agent <sweep id>`")
@@ -182,15 +213,14 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _trial(args: argparse.Namespace) -> int:
-    import time
-
     from harness.tune.study import load_study
-    from harness.tune.sweep import run_agent_trial
+    from harness.tune.sweep import agent_run_dir, run_agent_trial
 
     spec = load_study(args.study)
     params = _overrides(list(args.params) + list(args.overrides))
-    out = args.out or Path("runs") / f"trial-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = run_agent_trial(spec, params, out, data_dir=args.data)
+    out = args.out or agent_run_dir(spec)
+    result = run_agent_trial(spec, params, out, data_dir=args.data, epoch_objective=args.epoch_objective,
+                             command=args.command)
     print(json.dumps({k: result.get(k) for k in ("balanced_accuracy", "dice_mean", "seconds")}))
     return 0
 
@@ -200,6 +230,7 @@ def _quickstart(args: argparse.Namespace) -> int:
 
     from harness.tune.study import load_study
 
+    spec = load_study("quickstart")  # ./studies/quickstart.yaml when there is one, else the shipped study
     if not (args.data / "training_metadata.xlsx").exists():
         import sys
 
@@ -209,9 +240,9 @@ def _quickstart(args: argparse.Namespace) -> int:
         synthesize(args.data, n_images=args.images, size=256, seed=0, progress=sys.stderr.isatty())
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
-    spec = load_study(Path("studies/quickstart.yaml") if Path("studies/quickstart.yaml").exists() else "quickstart")
     resume = (args.out / "optuna.db").exists()
-    ns = argparse.Namespace(data=args.data, address=None, storage=None, no_report=False)
+    ns = argparse.Namespace(data=args.data, address=None, storage=None, no_report=False, dashboard=False,
+                            command=args.command)
     code = _execute(spec, args.out, ns, resume=resume)
     print(f"done: study in {args.out}, Table 9 in {args.out / 'report' / 'table9.md'}")
     return code

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -39,13 +38,24 @@ def load_state_file(path: Path) -> dict[str, torch.Tensor]:
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """A 3-second TCP probe, so that an offline machine fails at once instead of after retries."""
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers within ``timeout`` seconds, asked the way the download will be.
+
+    A HEAD request to huggingface_hub's configured endpoint (``HF_ENDPOINT``, e.g. a mirror) through
+    huggingface_hub's own HTTP session, so ``HTTPS_PROXY``/``NO_PROXY`` and a client factory the user
+    installed apply; any HTTP answer counts. ``HF_HUB_OFFLINE=1`` means no. Keeps an offline machine
+    from waiting through the hub's retries.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE:
         return False
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception:  # noqa: BLE001 - requests/httpx raise their own connection, proxy and timeout errors
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import torch
 from harness.config import RunConfig
 from harness.engine.device import configure_torch, release_memory, resolve_device
 from harness.engine.fit import EpochCallback, show_progress
+from harness.manifest import write_run_manifest
 from harness.metrics import run_metrics
 from harness.metrics.segmentation import penalised_hd95, per_image
 from harness.pipelines.base import Inference, create_pipeline
@@ -72,11 +73,13 @@ def evaluate(ctx: RunContext, inference: Inference, subset: str, out_dir: Path) 
 
 def run_trial(config: RunConfig, out_dir: Path, *, data_dir: Path | None = None, store_root: Path | None = None,
               callbacks: Sequence[EpochCallback] = (), progress: bool | None = None,
-              subsets: Sequence[str] = ("val", "test"), check_data: bool = True) -> TrialResult:
+              subsets: Sequence[str] = ("val", "test"), check_data: bool = True,
+              provenance: Mapping[str, Any] | None = None) -> TrialResult:
     """Train (or reuse) every stage of ``config.pipeline`` and evaluate it; see the module docstring.
 
     ``subsets`` limits evaluation (a study's search trials evaluate ``val`` only: select on
-    validation, report on test in the final runs).
+    validation, report on test in the final runs). ``provenance`` goes into the run's
+    ``manifest.json`` (:mod:`harness.manifest`), e.g. the study trial it belongs to.
     """
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -88,6 +91,7 @@ def run_trial(config: RunConfig, out_dir: Path, *, data_dir: Path | None = None,
     show = show_progress(config.runtime.progress) if progress is None else progress
     ctx = prepare(config, info, Path(store_root) if store_root else run_dir.checkpoints, data_dir=data_dir,
                   callbacks=callbacks, progress=show, check_data=check_data)
+    write_run_manifest(out_dir, ctx, subsets=tuple(subsets), store=ctx.store.root, provenance=provenance)
     pipeline = create_pipeline(config.pipeline)
     stages = pipeline.train(ctx)
     for name, stage in stages.items():

@@ -53,9 +53,10 @@ def selected_trials(db: Path, trials_dir: Path | None = None) -> tuple[str, dict
             p = t.user_attrs.get("pipeline")
             if p and t.values and (p not in best or sign * t.values[0] > sign * best[p]["value"]):
                 best[p] = {"trial": t.number, "value": float(t.values[0]), FOLD_VALUES: t.user_attrs.get(FOLD_VALUES),
-                           FOLD_STD: t.user_attrs.get(FOLD_STD), "ray_trial_id": t.user_attrs.get("ray_trial_id")}
+                           FOLD_STD: t.user_attrs.get(FOLD_STD),
+                           "trial_dir": t.user_attrs.get("trial_dir") or t.user_attrs.get("ray_trial_id")}
     for sel in best.values():
-        folds = read_folds(trials_dir / str(sel["ray_trial_id"])) if trials_dir and sel["ray_trial_id"] else None
+        folds = read_folds(trials_dir / str(sel["trial_dir"])) if trials_dir and sel["trial_dir"] else None
         if sel[FOLD_VALUES] is None and folds:
             sel[FOLD_VALUES], sel[FOLD_STD] = folds[FOLD_VALUES][metric], folds[FOLD_STD][metric]
     return metric, best

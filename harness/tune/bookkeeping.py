@@ -12,6 +12,8 @@ upgrades and hold for any RDB (SQLite, PostgreSQL).
 from __future__ import annotations
 
 import json
+import uuid
+import warnings
 from collections.abc import Iterable
 from typing import Literal
 
@@ -88,6 +90,7 @@ def create_study(spec: StudySpec, pipeline: str, storage: optuna.storages.BaseSt
     ``pipeline``); with the grid sampler, the pipeline's grid points are enqueued up front."""
     study = optuna.create_study(study_name=pipeline_study_name(spec.name, pipeline), storage=storage,
                                 directions=directions(spec))
+    name_metrics(study, spec)
     study.set_user_attr("spec", json.loads(spec.model_dump_json()))
     study.set_user_attr("study", spec.name)
     study.set_user_attr("pipeline", pipeline)
@@ -95,6 +98,29 @@ def create_study(spec: StudySpec, pipeline: str, storage: optuna.storages.BaseSt
         for _, params in grid_points(spec.search_space, [pipeline]):
             study.enqueue_trial(params, skip_if_exists=True)
     return study
+
+
+def name_metrics(study: optuna.Study, spec: StudySpec) -> None:
+    """Name the study's objectives after the spec's metrics, so that optuna-dashboard (and
+    ``study.metric_names``) say "balanced_accuracy" rather than "Objective 0"."""
+    with warnings.catch_warnings():  # set_metric_names is marked experimental in Optuna 3.2-5.x
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([o.metric for o in spec.objectives])
+
+
+UID = "uid"
+"""User attribute of every pipeline study of one study instance: a random id that W&B run ids derive from."""
+
+
+def study_uid(spec: StudySpec, storage: optuna.storages.BaseStorage) -> str:
+    """The study instance's id, the same in every pipeline study (created on first use): a resume keeps
+    it, a fresh study directory (new storage) gets a new one, so W&B run ids never collide across them."""
+    studies = load_studies(spec, storage)
+    uid = next((str(s.user_attrs[UID]) for s in studies.values() if s.user_attrs.get(UID)), None) or uuid.uuid4().hex
+    for study in studies.values():
+        if study.user_attrs.get(UID) != uid:
+            study.set_user_attr(UID, uid)
+    return uid
 
 
 def reconcile(spec: StudySpec, storage: optuna.storages.BaseStorage) -> tuple[dict[str, int], int]:
@@ -112,6 +138,8 @@ def reconcile(spec: StudySpec, storage: optuna.storages.BaseStorage) -> tuple[di
             finished[pipeline] = 0
             continue
         study = optuna.load_study(study_name=name, storage=storage)
+        if study.metric_names is None:  # a study written before the harness named its objectives
+            name_metrics(study, spec)
         study_id = storage.get_study_id_from_name(name)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)

@@ -3,9 +3,12 @@
 Layout of a study directory::
 
     STUDY_DIR/study.yaml        resolved spec        STUDY_DIR/optuna.db     Optuna RDB storage
-    STUDY_DIR/trials/<id>/      one run dir a trial  STUDY_DIR/stage_cache/  trained stages, shared
+    STUDY_DIR/trials/<p>-<n>/   one run dir a trial  STUDY_DIR/stage_cache/  trained stages, shared
     STUDY_DIR/final/<p>-seed<k> best config re-runs  STUDY_DIR/ray/          Ray Tune experiment state
-    STUDY_DIR/wandb/            W&B runs (offline by default)
+    STUDY_DIR/wandb/            W&B runs           STUDY_DIR/manifest.json  versions, data, command
+
+A search trial's directory is named after its Optuna trial: ``trials/a-007`` is trial 7 of the Optuna
+study ``<study>:a`` (its W&B run has the same name; the Ray trial id is in its ``trial.json``).
 
 Kept apart from the runner so that readers of a finished study (``study status``, the report, the
 W&B agent) find these paths without importing Ray or the orchestration.
@@ -56,6 +59,25 @@ class StudyPaths:
     def spec(self) -> Path:
         return self.root / "study.yaml"
 
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    def trial_run(self, pipeline: str, number: int) -> Path:
+        """Run directory of search trial ``number`` of the pipeline's Optuna study."""
+        return self.trials / trial_dir_name(pipeline, number)
+
+    def trial_of(self, user_attrs: dict) -> Path | None:
+        """Run directory of a finished Optuna trial from its user attributes (``trial_dir``; studies
+        written before trial directories were named after Optuna trials: the Ray trial id)."""
+        name = user_attrs.get("trial_dir") or user_attrs.get("ray_trial_id")
+        return self.trials / str(name) if name else None
+
     def final_run(self, pipeline: str, seed: int) -> Path:
         """Run directory of one final re-run; the trainable writes it and the runner returns it."""
         return self.final / f"{pipeline}-seed{seed}"
+
+
+def trial_dir_name(pipeline: str, number: int) -> str:
+    """``<pipeline>-<number>`` (3 digits, so that ``ls`` sorts them): trial ``number`` of ``<study>:<pipeline>``."""
+    return f"{pipeline}-{number:03d}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ import yaml
 from optuna.trial import FrozenTrial
 
 from harness.errors import ConfigError
+from harness.manifest import write_study_manifest
 from harness.tune.bookkeeping import (
     best_trials,
     count_finished,
@@ -30,6 +32,7 @@ from harness.tune.bookkeeping import (
     load_studies,
     open_storage,
     reconcile,
+    study_uid,
     trial_budgets,
 )
 from harness.tune.paths import StudyPaths
@@ -43,12 +46,16 @@ logger = logging.getLogger(__name__)
 
 def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None, address: str | None = None,
               resume: bool = False, storage_url: str | None = None, final: bool | None = None,
-              ray_init: dict[str, Any] | None = None, epoch_hooks: Sequence[EpochCallback] = ()) -> dict[str, Any]:
+              ray_init: dict[str, Any] | None = None, epoch_hooks: Sequence[EpochCallback] = (),
+              dashboard: bool = False, command: list[str] | None = None) -> dict[str, Any]:
     """Search (or resume), then the final seeded runs of the best config of each pipeline.
 
     Each pipeline is searched in its own Optuna study ``<study>:<pipeline>`` with its own trial budget
     (:func:`~harness.tune.bookkeeping.trial_budgets`); a resume tops every pipeline up to its budget.
 
+    ``address`` (else ``$RAY_ADDRESS``) joins a Ray cluster, otherwise a local Ray starts (with its
+    dashboard when ``dashboard``); see :func:`~harness.tune.tuner.ray_init_kwargs`.
+    ``command`` is the command line recorded in the study's ``manifest.json`` (default: this process's).
     ``epoch_hooks`` run in every trial after each epoch (picklable callables, e.g. the fault
     injection of :mod:`harness.tune.testing`). Returns a summary dict: study name, storage,
     finished trials (in all and per pipeline), seconds, best trial per pipeline, final run dirs.
@@ -78,7 +85,14 @@ def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None,
                         requeued)
         budgets = trial_budgets(spec)
         remaining = {p: max(0, budgets[p] - done[p]) for p in spec.pipelines}
-        init_ray(address, ray_init)
+        uid = study_uid(spec, storage)
+        if spec.wandb.enabled:
+            from harness.tune.tracking import wandb_mode
+
+            mode = wandb_mode(spec.wandb.mode) or f"WANDB_MODE={os.environ.get('WANDB_MODE')}"
+            logger.info("W&B: %s runs in project %s", mode, spec.wandb.project)
+        init_ray(address, ray_init, dashboard=dashboard)
+        write_study_manifest(paths, spec, storage_url=url, command=command)
         cuda = cuda_available()
         t0 = time.perf_counter()
         if sum(remaining.values()) > 0:
@@ -86,19 +100,38 @@ def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None,
                         ", ".join(f"{p} {n}" for p, n in remaining.items()), spec.sampler, spec.scheduler.type,
                         spec.resources.per_trial(cuda))
             search_tuner(spec, paths, storage=storage, done=done, data_dir=data_root, cuda=cuda,
-                         epoch_hooks=epoch_hooks).fit()
+                         epoch_hooks=epoch_hooks, run_uid=uid).fit()
         studies = load_studies(spec, storage)
         best = best_trials(studies.values(), spec)
         runs = final_runs(spec, best, paths.final) if (spec.final.enabled if final is None else final) else []
         if runs:
-            final_tuner(spec, paths, runs, data_dir=data_root, cuda=cuda, epoch_hooks=epoch_hooks).fit()
+            final_tuner(spec, paths, runs, data_dir=data_root, cuda=cuda, epoch_hooks=epoch_hooks, run_uid=uid).fit()
         finished = {p: count_finished(s) for p, s in studies.items()}
         return {"study": spec.name, "storage": url, "finished": sum(finished.values()),
                 "finished_per_pipeline": finished, "seconds": time.perf_counter() - t0,
-                "best": {p: {"number": t.number, "values": t.values, "overrides": t.user_attrs.get("overrides")}
-                         for p, t in best.items()},
+                "best": {p: {"number": t.number, "values": t.values, "overrides": t.user_attrs.get("overrides"),
+                             "trial_dir": str(paths.trial_of(t.user_attrs) or "")} for p, t in best.items()},
                 "final": [str(paths.final / r["dir"] if r.get("dir") else paths.final_run(r["pipeline"], r["seed"]))
                           for r in runs]}
+
+
+def publish_study_report(study_dir: Path, report_dir: Path) -> str | None:
+    """Log the study's report and Table 9 to W&B as an artifact (job type ``report``, the study's group)
+    when its W&B runs are online; returns the artifact name, or None."""
+    from harness.tune.status import load_spec
+    from harness.tune.tracking import is_online, publish_report, stable_run_id
+
+    spec = load_spec(study_dir)
+    if not spec.wandb.enabled or not is_online(spec.wandb.mode):
+        return None
+    paths = StudyPaths(Path(study_dir))
+    uid = str(paths.root.resolve())
+    if paths.db.exists():
+        with quiet_optuna():
+            uid = study_uid(spec, open_storage(paths.storage_url))
+    return publish_report(project=spec.wandb.project, entity=spec.wandb.entity, group=spec.name,
+                          mode=spec.wandb.mode, run_id=stable_run_id(uid, "report"), report_dir=report_dir,
+                          directory=paths.wandb)
 
 
 def final_runs(spec: StudySpec, best: dict[str, FrozenTrial], final_dir: Path | None = None) -> list[dict[str, Any]]:

@@ -18,7 +18,9 @@ import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from harness.tune.bookkeeping import RETRY_OF
 from harness.tune.folds import fold_attrs
+from harness.tune.paths import trial_dir_name
 from harness.tune.space import SearchSpace, suggest
 
 
@@ -44,11 +46,16 @@ class HarnessSearch(OptunaSearch):
 
     def suggest(self, trial_id: str):
         cfg = super().suggest(trial_id)
-        if cfg is not None:
+        if isinstance(cfg, dict):
             ot = self._ot_trials[trial_id]
             ot.set_user_attr("ray_trial_id", trial_id)
             ot.set_user_attr("pipeline", cfg["_pipeline"])
             ot.set_user_attr("overrides", cfg["_overrides"])
+            ot.set_user_attr("trial_dir", trial_dir_name(cfg["_pipeline"], ot.number))
+            # the trainable names the trial's directory and W&B run after its Optuna trial
+            cfg["_trial"] = {"study": self._study_name, "number": ot.number,
+                             # a retry of a trial interrupted by a killed driver continues its W&B run
+                             "continues": ot.user_attrs.get(RETRY_OF, ot.number)}
         return cfg
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:

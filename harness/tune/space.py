@@ -231,13 +231,14 @@ def grid_points(space: SearchSpace, pipelines: list[str]) -> list[tuple[str, dic
     return points
 
 
-def to_wandb_parameters(space: SearchSpace, pipelines: list[str]) -> dict[str, Any]:
+def to_wandb_parameters(space: SearchSpace, pipelines: list[str], grid: bool = False) -> dict[str, Any]:
     """W&B sweep ``parameters``. Conditions cannot be expressed there: a parameter that does not apply
     to a pipeline is still sampled and simply has no effect on it; simplex weights are sampled
-    independently and normalised by ``harness trial``."""
+    independently and normalised by ``harness trial``. ``grid``: every parameter as its ``values``
+    (W&B's grid method rejects distributions such as ``int_uniform``)."""
     params: dict[str, Any] = {PIPELINE_PARAM: {"values": list(pipelines)}}
     for name, p in space.params.items():
-        params[name] = p.wandb()
+        params[name] = {"values": p.grid()} if grid else p.wandb()
     for group in space.simplex:
         for raw in group.raw_names():
             params[raw] = {"distribution": "uniform", "min": 1e-6, "max": 1.0}

@@ -44,9 +44,12 @@ def study_table(study_dir: Path, storage_url: str | None = None) -> tuple[pd.Dat
                 seconds = (t.datetime_complete - t.datetime_start).total_seconds()
             state = t.state.name + (" (interrupted)" if t.user_attrs.get("interrupted") else "")
             pipeline = t.user_attrs.get("pipeline", study.user_attrs.get("pipeline", t.params.get("pipeline", "")))
+            trial_dir = paths.trial_of(t.user_attrs)
             rows.append({"pipeline": pipeline, "number": t.number,
                          "state": state, **{o.metric: v for o, v in zip(spec.objectives, values, strict=False)},
-                         "seconds": seconds, "params": json.dumps(t.user_attrs.get("overrides", {}), sort_keys=True)})
+                         "seconds": seconds,
+                         "trial_dir": str(trial_dir.relative_to(paths.root)) if trial_dir else "",
+                         "params": json.dumps(t.user_attrs.get("overrides", {}), sort_keys=True)})
     table = pd.DataFrame(rows)
     if not table.empty:
         order = {p: k for k, p in enumerate(spec.pipelines)}
@@ -54,6 +57,22 @@ def study_table(study_dir: Path, storage_url: str | None = None) -> tuple[pd.Dat
                                   ignore_index=True)
     table.attrs["budgets"] = trial_budgets(spec)
     return table, best_trials(studies.values(), spec)
+
+
+def status_json(table: pd.DataFrame, best: dict) -> dict:
+    """``study status --json``: every trial (as in the table, params as a mapping, NaN as null), each
+    pipeline's finished trials against its budget, and the best trial of each pipeline."""
+    budgets = table.attrs.get("budgets") or {}
+    trials = []
+    for row in table.to_dict(orient="records"):
+        row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+        row["params"] = json.loads(row["params"]) if row.get("params") else {}
+        trials.append(row)
+    finished = {p: sum(1 for r in trials if r["pipeline"] == p and r["state"] in ("COMPLETE", "PRUNED", "FAIL"))
+                for p in budgets}
+    return {"trials": trials, "budgets": {p: {"finished": finished[p], "budget": n} for p, n in budgets.items()},
+            "best": {p: {"number": t.number, "values": list(t.values), "trial_dir": t.user_attrs.get("trial_dir"),
+                         "params": t.user_attrs.get("overrides", {})} for p, t in sorted(best.items())}}
 
 
 def format_status(table: pd.DataFrame, best: dict) -> str:

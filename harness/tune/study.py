@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from harness import resources as bundled
 from harness.config import RunConfig, Strict, apply_overrides, format_validation_error, resolve_config_source
 from harness.errors import ConfigError, did_you_mean
 from harness.pipelines.registry import get_pipeline, pipeline_names, require_registered
@@ -93,8 +94,10 @@ class SelectionSpec(Strict):
 class WandbSpec(Strict):
     enabled: bool = True
     project: str = "harness"
+    entity: str | None = Field(None, description="W&B team or user (default: the logged-in user's default entity)")
     mode: Literal["offline", "online", "disabled"] | None = Field(
-        None, description="None: offline unless WANDB_MODE or WANDB_API_KEY is set")
+        None, description="None: WANDB_MODE if set, else online when logged in (WANDB_API_KEY or ~/.netrc), "
+                          "else offline")
 
 
 class StudySpec(Strict):
@@ -208,25 +211,39 @@ def _load_space(value: Any, study_path: Path) -> Any:
         return value
     candidates = [study_path.parent / value, Path(value),
                   study_path.parent.parent / "search_spaces" / f"{value}.yaml", Path("search_spaces") / f"{value}.yaml"]
-    for c in candidates:
+    shipped = bundled.path(bundled.SEARCH_SPACES, value)  # after the user's files: theirs win
+    for c in [*candidates, *([shipped] if shipped else [])]:
         if c.is_file():
             data = yaml.safe_load(c.read_text()) or {}
             if not isinstance(data, dict):
                 raise ConfigError(f"{c}: expected a mapping with params/simplex.")
             return data
     looked = ", ".join(map(str, candidates[:3]))
-    raise ConfigError(f'{study_path}: search_space "{value}" not found (looked in {looked}).')
+    known = bundled.names(bundled.SEARCH_SPACES)
+    raise ConfigError(f'{study_path}: search_space "{value}" not found (looked in {looked} and the shipped '
+                      f'search spaces: {", ".join(known)}).' + did_you_mean(value, known))
+
+
+def find_study(ref: Path | str) -> Path:
+    """A study file by path, else by name: ``./studies/<name>.yaml`` (the user's), else the shipped one."""
+    path = Path(ref)
+    if path.is_file():
+        return path
+    local = Path("studies") / f"{path.name.removesuffix('.yaml')}.yaml"
+    if path.parent == Path(".") and local.is_file():
+        return local
+    shipped = bundled.path(bundled.STUDIES, str(ref)) if path.parent == Path(".") else None
+    if shipped is not None:
+        return shipped
+    known = bundled.names(bundled.STUDIES)
+    raise ConfigError(f"{path}: no such study file, nor a shipped study of that name (shipped: {', '.join(known)})."
+                      + did_you_mean(path.stem, known))
 
 
 def load_study(path: Path | str, overrides: dict[str, Any] | None = None) -> StudySpec:
-    """Read and validate a study YAML; every problem in one :class:`ConfigError`; bases are checked too."""
-    path = Path(path)
-    if not path.is_file():
-        alt = Path("studies") / f"{path}.yaml"
-        if alt.is_file():
-            path = alt
-        else:
-            raise ConfigError(f"{path}: no such study file (studies are YAML files, e.g. studies/quickstart.yaml).")
+    """Read and validate a study YAML (a path, or a name: see :func:`find_study`); every problem in one
+    :class:`ConfigError`; bases are checked too."""
+    path = find_study(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

@@ -35,7 +35,7 @@ TOY_SCORES = {"a": 0.84, "b": 0.80}
 
 
 def toy_trainable(config: dict[str, Any], spec_json: str, study_dir: str, data_dir: str | None, mode: str,
-                  epoch_hooks: Sequence[Any] = ()) -> None:
+                  epoch_hooks: Sequence[Any] = (), run_uid: str = "") -> None:
     """A Ray trainable that follows the study's trial protocol without training anything.
 
     Same signature as :func:`harness.tune.trainable.ray_trainable` (pass it as ``trainable`` to

@@ -11,6 +11,7 @@ Nothing here imports Ray at module level: ``harness trial`` (a W&B agent) runs t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -21,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from harness.tune.paths import StudyPaths
 from harness.tune.study import StudySpec
-from harness.tune.timeline import PROXY, StageTimeline
+from harness.tune.timeline import PROXY, STAGE_TIME, StageTimeline
 
 if TYPE_CHECKING:  # the real import pulls in torch, which the driver does not need for this module
     from harness.engine.fit import EpochCallback
+    from harness.tune.tracking import JobType
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -33,7 +35,9 @@ def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run
                   data_dir: Path | None, subsets: tuple[str, ...], report: Report | None = None,
                   tracker_dir: Path | None = None, tracker_name: str | None = None, threads: int | None = None,
                   check_data: bool = True, epoch_hooks: Sequence[EpochCallback] = (),
-                  folds: int | None = None) -> dict[str, Any]:
+                  folds: int | None = None, job_type: JobType = "search", wandb_id: str | None = None,
+                  wandb_config: dict[str, Any] | None = None, epoch_objective: bool = False,
+                  provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one trial: config from the spec, `run_trial`, W&B tracking, optional per-epoch `report`.
 
     Shared by Ray trials, final re-runs and ``harness trial`` (W&B agent), so the three cannot drift.
@@ -43,26 +47,35 @@ def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run
     cross-validation fold in ``run_dir/fold<k>`` and reports the mean over folds (see
     :mod:`harness.tune.folds`); only fold 0 reports per epoch, so the scheduler compares the same fold
     of every trial and a trial's report count does not grow with K.
+    W&B: ``job_type`` and ``wandb_id`` (a stable id: a retry continues the run), ``wandb_config`` added to
+    the run's config, ``epoch_objective`` logs the stage-aligned proxy under the first objective every
+    epoch (for W&B's hyperband); what was logged is also in ``run_dir/wandb.json``. ``provenance`` goes
+    into the run's ``manifest.json`` (e.g. the study and the command that launched it).
     """
     from harness.pipelines.run import run_trial
     from harness.tune.folds import fold_runs, report_fields, summarise_folds, write_folds
-    from harness.tune.tracking import TrialTracker
+    from harness.tune.tracking import RECORD, TrialTracker
 
     params = dict(overrides)
     if threads:
         params["runtime.threads"] = threads
     config = spec.run_config(pipeline, params, data_dir)
-    tracker = TrialTracker(enabled=spec.wandb.enabled, project=spec.wandb.project, group=spec.name,
-                           name=tracker_name or run_dir.name, config={"pipeline": pipeline, **overrides},
-                           directory=tracker_dir or run_dir, mode=spec.wandb.mode)
     objectives = [o.metric for o in spec.objectives]
-    timeline = StageTimeline.of(spec, pipeline) if report is not None else None
+    tracker = TrialTracker(enabled=spec.wandb.enabled, project=spec.wandb.project, entity=spec.wandb.entity,
+                           group=spec.name, name=tracker_name or run_dir.name,
+                           config={"pipeline": pipeline, **overrides, **(wandb_config or {})},
+                           directory=tracker_dir or run_dir, mode=spec.wandb.mode, run_id=wandb_id, job_type=job_type,
+                           tags=[f"study:{spec.name}", f"pipeline:{pipeline}"],
+                           objectives=[(o.metric, o.mode) for o in spec.objectives],
+                           epoch_objective=objectives[0] if epoch_objective else None, record=run_dir / RECORD)
+    timeline = StageTimeline.of(spec, pipeline) if report is not None or epoch_objective else None
 
     def on_epoch(stage: str, record: dict[str, Any]) -> None:
-        tracker.log_epoch(stage, record)
-        if report is not None and timeline is not None:
-            report({**timeline.report(stage, record), **dict.fromkeys(objectives, float(record["val_metric"])),
-                    "final": 0})
+        fields = timeline.report(stage, record) if timeline is not None else None
+        tracker.log_epoch(stage, record, proxy=fields[PROXY] if fields else None,
+                          position=fields.get(STAGE_TIME) if fields else None)
+        if report is not None and fields is not None:
+            report({**fields, **dict.fromkeys(objectives, float(record["val_metric"])), "final": 0})
 
     def log_fold(k: int) -> EpochCallback:
         return lambda stage, record: tracker.log_epoch(f"fold{k}/{stage}", record)
@@ -74,7 +87,7 @@ def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run
             fold_config = spec.run_config(pipeline, {**params, **fold_params}, data_dir) if fold_params else config
             hooks = [*epoch_hooks, on_epoch if k == 0 else log_fold(k)]
             results.append(run_trial(fold_config, fold_dir, data_dir=data_dir, store_root=store, callbacks=hooks,
-                                     subsets=subsets, progress=False, check_data=check_data))
+                                     subsets=subsets, progress=False, check_data=check_data, provenance=provenance))
     except BaseException:
         tracker.finish({}, failed=True)
         raise
@@ -96,51 +109,71 @@ def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run
 
 
 def ray_trainable(config: dict[str, Any], spec_json: str, study_dir: str, data_dir: str | None, mode: str,
-                  epoch_hooks: Sequence[EpochCallback] = ()) -> None:
+                  epoch_hooks: Sequence[EpochCallback] = (), run_uid: str = "") -> None:
     """Ray Tune function trainable (module level so that Ray can pickle it by reference).
 
-    ``mode="search"``: ``config`` holds the searcher's ``_pipeline`` and ``_overrides``; the trial
-    evaluates on val and reports every epoch. ``mode="final"``: ``config["run"]`` names a pipeline,
-    the best overrides and a seed; the run evaluates on val and test and reports once.
+    ``mode="search"``: ``config`` holds the searcher's ``_pipeline``, ``_overrides`` and ``_trial`` (its
+    Optuna study and trial number, which name the trial's directory ``trials/<pipeline>-<number>`` and
+    its W&B run); the trial evaluates on val and reports every epoch. ``mode="final"``: ``config["run"]``
+    names a pipeline, the best overrides and a seed; the run evaluates on val and test and reports once.
+    ``run_uid`` is the study instance's id (:func:`harness.tune.bookkeeping.study_uid`): W&B run ids
+    derive from it, so a Ray retry or a resumed study continues the same W&B run.
     """
     from ray import tune
+
+    from harness.tune.tracking import stable_run_id
 
     spec = StudySpec.model_validate_json(spec_json)
     paths = StudyPaths(Path(study_dir))
     trial_id = tune.get_context().get_trial_id()
     subsets: tuple[str, ...]
+    job_type: JobType
+    where: dict[str, Any] = {"ray_trial_id": trial_id}
     if mode == "final":  # trained on the study split's train part, whatever selection.folds is
         run = config["run"]
         pipeline, overrides = run["pipeline"], {**run["overrides"], "runtime.seed": run["seed"]}
         run_dir = paths.final / run["dir"] if run.get("dir") else paths.final_run(pipeline, run["seed"])
-        subsets = ("val", "test")
-        name, report, folds = run_dir.name, None, 1
+        subsets, report, folds, job_type = ("val", "test"), None, 1, "final"
+        key: tuple[Any, ...] = ("final", run_dir.name)
     else:
-        pipeline, overrides = config["_pipeline"], config["_overrides"]
-        run_dir, subsets, name, report = paths.trials / trial_id, ("val",), trial_id, tune.report
-        folds = spec.selection.folds
+        pipeline, overrides, trial = config["_pipeline"], config["_overrides"], config.get("_trial")
+        run_dir = paths.trial_run(pipeline, trial["number"]) if trial else paths.trials / trial_id
+        subsets, report, folds, job_type = ("val",), tune.report, spec.selection.folds, "search"
+        if trial:
+            where.update(optuna_study=trial["study"], optuna_trial=trial["number"])
+        key = (trial["study"], trial.get("continues", trial["number"])) if trial else (trial_id,)
     try:
         required = tune.get_context().get_trial_resources().required_resources
     except Exception:  # noqa: BLE001 - not inside a Tune session with resources
         required = {}
     cpus = max(1, int(required.get("CPU", 1)))
-    _write_trial_info(run_dir, trial_id, required)
+    _write_trial_info(run_dir, where, required)
     result = execute_trial(spec, pipeline, overrides, run_dir, store=paths.store,
                            data_dir=Path(data_dir) if data_dir else None, subsets=subsets, report=report,
-                           tracker_dir=paths.wandb, tracker_name=name, threads=cpus,
+                           tracker_dir=paths.wandb, tracker_name=run_dir.name, threads=cpus,
                            check_data=False,  # the driver checked the dataset once before the trials
-                           epoch_hooks=epoch_hooks, folds=folds)
+                           epoch_hooks=epoch_hooks, folds=folds, job_type=job_type,
+                           wandb_id=stable_run_id(run_uid, *key) if run_uid else None, wandb_config=where,
+                           provenance=_provenance(paths, mode, where))
     tune.report(result)
 
 
-def _write_trial_info(run_dir: Path, trial_id: str, resources: dict[str, Any]) -> None:
-    """Where a trial ran: node, process, resources and the GPU it was given."""
+def _provenance(paths: StudyPaths, mode: str, where: dict[str, Any]) -> dict[str, Any]:
+    """What a study run's manifest adds to its own: the study, its manifest and the driver's command."""
+    out: dict[str, Any] = {"study_dir": str(paths.root.resolve()), "mode": mode, **where}
+    with contextlib.suppress(OSError, ValueError):
+        out["command"] = json.loads(paths.manifest.read_text()).get("command")
+    return out
+
+
+def _write_trial_info(run_dir: Path, where: dict[str, Any], resources: dict[str, Any]) -> None:
+    """Where a trial ran: its Ray trial id and Optuna trial, node, process, resources and GPU."""
     import socket
 
     import ray
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    info = {"trial_id": trial_id, "node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
-            "pid": os.getpid(), "resources": resources, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "started": time.time()}
+    info = {"trial_id": where["ray_trial_id"], **where, "node_id": ray.get_runtime_context().get_node_id(),
+            "host": socket.gethostname(), "pid": os.getpid(), "resources": resources,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "started": time.time()}
     (run_dir / "trial.json").write_text(json.dumps(info, indent=2))

@@ -53,7 +53,7 @@ def test_missing_default_data_says_how_to_make_it(tmp_path, monkeypatch, capsys)
 
 def test_every_verb_has_help(capsys):
     for argv in (["run"], ["study"], ["study", "run"], ["study", "status"], ["study", "resume"],
-                 ["study", "wandb-sweep"], ["trial"], ["quickstart"], ["report"]):
+                 ["study", "wandb-sweep"], ["trial"], ["quickstart"], ["report"], ["rerun"]):
         with pytest.raises(SystemExit) as e:
             main(argv + ["--help"])
         assert e.value.code == 0

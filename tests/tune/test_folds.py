@@ -68,7 +68,7 @@ def test_k1_trial_is_unchanged(make_dataset, tmp_path):
 
 @pytest.mark.slow
 def test_k5_trial_runs_every_fold_and_reports_their_mean(make_dataset, tmp_path, monkeypatch):
-    from harness.tune.tracking import read_offline_run
+    from harness.tune.tracking import read_record
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     data = make_dataset(tmp_path / "ds", n=40, size=32, images_per_patient=1)
@@ -87,7 +87,9 @@ def test_k5_trial_runs_every_fold_and_reports_their_mean(make_dataset, tmp_path,
     assert len(list((tmp_path / "store").glob("joint-*"))) == 5, "the stage cache keys each fold"
     assert read_folds(trial)["fold_values"]["balanced_accuracy"] == pytest.approx(per_fold)  # type: ignore[index]
     (run,) = list((tmp_path / "wandb").rglob("offline-run-*"))
-    summary = read_offline_run(run)["summary"]
+    record = read_record(trial)
+    assert record["run_dir"] == str(run.resolve())
+    summary = record["summary"]
     assert summary[FOLD_STD] == pytest.approx(final[FOLD_STD]) and summary["fold4/balanced_accuracy"] == per_fold[4]
 
 
@@ -136,7 +138,7 @@ def test_study_with_two_folds_on_ray(make_dataset, tmp_path):
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 2
     for t in complete:
-        trial_dir = tmp_path / "study" / "trials" / t.user_attrs["ray_trial_id"]
+        trial_dir = tmp_path / "study" / "trials" / t.user_attrs["trial_dir"]
         folds = read_folds(trial_dir)
         assert folds is not None and (trial_dir / "fold1" / "metrics.json").is_file()
         assert t.values[0] == pytest.approx(statistics.fmean(folds["fold_values"]["balanced_accuracy"]))

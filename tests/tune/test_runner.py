@@ -20,7 +20,7 @@ import yaml
 from harness.tune.paths import StudyPaths
 from harness.tune.runner import run_study
 from harness.tune.study import StudySpec
-from harness.tune.tracking import read_offline_run
+from harness.tune.tracking import read_record, stable_run_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
@@ -83,10 +83,11 @@ def test_reports_are_stage_aligned_and_cached_trials_are_never_pruned(study):
     trials, _ = complete_trials(out)
     assert len(trials) == 4, "no trial was pruned"
     replayed = 0
+    by_ray_id = {json.loads(p.read_text())["trial_id"]: p.parent for p in (out / "trials").glob("*/trial.json")}
     for results in (out / "ray").glob("search-*/*/result.json"):
         rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
         epochs = [r for r in rows if not r.get("final")]
-        pipeline = yaml.safe_load((out / "trials" / rows[0]["trial_id"] / "config.yaml").read_text())["pipeline"]
+        pipeline = yaml.safe_load((by_ray_id[rows[0]["trial_id"]] / "config.yaml").read_text())["pipeline"]
         stages = [s.name for s in get_pipeline(pipeline).stages]  # two stages of two epochs each (FAST)
         times = [r["stage_time"] for r in epochs]
         assert times == [2 * stages.index(r["stage"]) + r["epoch"] for r in epochs] == [1, 2, 3, 4]
@@ -97,9 +98,14 @@ def test_reports_are_stage_aligned_and_cached_trials_are_never_pruned(study):
 
 def test_optuna_storage_holds_the_ray_trials_params(study):
     out, _ = study
-    trials, _ = complete_trials(out)
+    trials, studies = complete_trials(out)
+    assert all(s.metric_names == ["balanced_accuracy"] for s in studies.values()), "named for optuna-dashboard"
     for t in trials:
-        run_dir = out / "trials" / t.user_attrs["ray_trial_id"]
+        run_dir = StudyPaths(out).trial_of(t.user_attrs)
+        assert run_dir == out / "trials" / f"{t.user_attrs['pipeline']}-{t.number:03d}", "named after the Optuna trial"
+        info = json.loads((run_dir / "trial.json").read_text())
+        assert info["trial_id"] == t.user_attrs["ray_trial_id"] and info["optuna_trial"] == t.number
+        assert info["optuna_study"] == f"fast:{t.user_attrs['pipeline']}"
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         assert config["pipeline"] == t.user_attrs["pipeline"]
         assert config["eval"]["tta"] == t.params["eval.tta"] == t.user_attrs["overrides"]["eval.tta"]
@@ -120,21 +126,43 @@ def test_evaluation_only_trials_hit_the_stage_cache(study):
 
 
 def test_every_trial_is_an_offline_wandb_run(study):
+    """Read back through the harness's own record (RUN_DIR/wandb.json), not W&B's private format."""
     out, _ = study
-    runs = {}
-    for d in (out / "wandb" / "wandb").glob("offline-run-*"):
-        rec = read_offline_run(d)
-        runs[rec["summary"].get("run_dir")] = rec
-    trials, _ = complete_trials(out)
+    trials, studies = complete_trials(out)
+    uid = studies["a"].user_attrs["uid"]
+    assert studies["b"].user_attrs["uid"] == uid, "one study instance, one id"
+    offline = {d.name.rsplit("-", 1)[-1] for d in (out / "wandb" / "wandb").glob("offline-run-*")}
     for t in trials:
-        run_dir = out / "trials" / t.user_attrs["ray_trial_id"]
-        rec = runs[str(run_dir)]
-        assert rec["config"]["pipeline"] == t.user_attrs["pipeline"]
+        run_dir = StudyPaths(out).trial_of(t.user_attrs)
+        rec = read_record(run_dir)
+        assert rec["id"] == stable_run_id(uid, f"fast:{t.user_attrs['pipeline']}", t.number), "stable across retries"
+        assert rec["id"] in offline and Path(rec["run_dir"]).is_dir(), "the offline run W&B wrote"
+        assert rec["name"] == run_dir.name and rec["group"] == "fast" and rec["job_type"] == "search"
+        assert rec["tags"] == ["study:fast", f"pipeline:{t.user_attrs['pipeline']}"] and rec["state"] == "finished"
+        assert rec["config"]["pipeline"] == t.user_attrs["pipeline"] and rec["config"]["optuna_trial"] == t.number
         assert rec["config"]["eval.tta"] == t.params["eval.tta"]
+        assert rec["define_metric"] == {"balanced_accuracy": "max"}
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert rec["summary"]["balanced_accuracy"] == pytest.approx(metrics["balanced_accuracy"])
         assert any(k.endswith("/val_metric") for row in rec["history"] for k in row) or all(
             json.loads(p.read_text())["cached"] for p in (run_dir / "stages").glob("*.json"))
+    for final in (out / "final").iterdir():
+        rec = read_record(final)
+        assert rec["job_type"] == "final" and rec["id"] == stable_run_id(uid, "final", final.name)
+
+
+def test_study_and_its_runs_have_manifests(study, data):
+    out, _ = study
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["kind"] == "study" and m["study"] == "fast" and m["device"]["ray_cpus"] == 2
+    assert m["data"]["dir"] == str(data.resolve()) and len(m["data"]["content_hash"]) == 16
+    assert m["seeds"] == {"sampler_seed": 42, "final_seeds": [42, 7], "data.split_seed": 42}
+    assert m["split"]["name"] == "study" and m["storage"].startswith("sqlite:///")
+    trials, _ = complete_trials(out)
+    trial = json.loads((StudyPaths(out).trial_of(trials[0].user_attrs) / "manifest.json").read_text())
+    assert trial["command"] == m["command"], "a trial records the driver's command, not the Ray worker's"
+    assert trial["provenance"]["optuna_trial"] == trials[0].number and trial["subsets"] == ["val"]
+    assert trial["data"]["content_hash"] == m["data"]["content_hash"] and trial["split"] == m["split"]
 
 
 def test_final_runs_report_on_test_and_build_table9(study):
@@ -211,6 +239,52 @@ def test_two_node_cluster_runs_trials_on_both_nodes(data, tmp_path):
         cluster.shutdown()
 
 
+def test_ray_address_in_the_environment_joins_that_cluster(data, tmp_path, monkeypatch, capsys):
+    """`ray job submit -- harness study run ...` sets RAY_ADDRESS for the driver: the study must run there."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from harness.cli import main
+
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    try:
+        spec = fast_spec(pipelines=["a"], trials=2, final={"enabled": False}, wandb={"enabled": False})
+        path = tmp_path / "study.yaml"
+        path.write_text(yaml.safe_dump(json.loads(spec.model_dump_json())))
+        monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+        assert main(["study", "run", str(path), "--data", str(data), "--out", str(tmp_path / "s"), "--no-report"]) == 0
+        infos = [json.loads(p.read_text()) for p in (tmp_path / "s" / "trials").glob("*/trial.json")]
+        assert {i["node_id"] for i in infos} == {n.node_id for n in nodes}, "trials ran on the cluster's nodes"
+        assert json.loads((tmp_path / "s" / "manifest.json").read_text())["device"]["ray_nodes"] == 3
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_dashboard_flag(tmp_path, capsys):
+    """--dashboard starts Ray's dashboard with the local Ray, or says in one line what it needs."""
+    import importlib.util
+
+    import ray
+
+    from harness.errors import ConfigError
+    from harness.tune.tuner import init_ray
+
+    ray.shutdown()
+    try:
+        if importlib.util.find_spec("aiohttp") is None:  # minimal ray, no ray[default]
+            with pytest.raises(ConfigError, match=r"pip install 'harness\[dashboard\]'"):
+                init_ray(None, {"num_cpus": 1}, dashboard=True)
+        else:
+            init_ray(None, {"num_cpus": 1}, dashboard=True)
+            assert ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
 def test_crashed_trial_is_retried_and_resumes_its_stage(data, tmp_path):
     import ray
 
@@ -226,9 +300,13 @@ def test_crashed_trial_is_retried_and_resumes_its_stage(data, tmp_path):
     assert marker.read_text() == "classifier3 epoch 1", "the worker died after the first epoch"
     trials, _ = complete_trials(tmp_path / "s")
     assert len(trials) == 1
-    run_dir = tmp_path / "s" / "trials" / trials[0].user_attrs["ray_trial_id"]
+    run_dir = StudyPaths(tmp_path / "s").trial_of(trials[0].user_attrs)
     stage = json.loads((run_dir / "stages" / "classifier3.json").read_text())
     assert [h["epoch"] for h in stage["history"]] == [1, 2, 3], "the retry resumed from the saved epoch"
+    attempts = sorted((tmp_path / "s" / "wandb" / "wandb").glob("offline-run-*"))
+    assert len(attempts) == 2 and len({d.name.rsplit("-", 1)[-1] for d in attempts}) == 1, \
+        "the retry continued the same W&B run id (resume='allow')"
+    assert read_record(run_dir)["id"] == attempts[0].name.rsplit("-", 1)[-1]
 
 
 def test_killed_driver_resumes_to_the_requested_count_without_duplicates(data, tmp_path):
@@ -277,9 +355,13 @@ def test_killed_driver_resumes_to_the_requested_count_without_duplicates(data, t
                    if t.user_attrs.get("interrupted") and t.params]  # one killed before drawing is not re-queued
     retried = [t for t in after if "retry_of" in t.user_attrs]
     assert sorted(interrupted) == sorted((t.user_attrs["pipeline"], t.user_attrs["retry_of"]) for t in retried)
+    uid = studies["a"].user_attrs["uid"]
     for t in retried:
         original = studies[t.user_attrs["pipeline"]].trials[t.user_attrs["retry_of"]]
         assert t.params == original.params, "an interrupted trial runs again with the same parameters"
+        record = read_record(StudyPaths(out).trial_of(t.user_attrs))
+        assert record["id"] == stable_run_id(uid, f"fast:{t.user_attrs['pipeline']}", original.number), \
+            "the retry continues the interrupted trial's W&B run"
 
 
 def test_study_on_a_dataset_with_other_column_names(make_dataset, tmp_path):

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness import resources
 from harness.cli import main
 from harness.errors import ConfigError
 from harness.tune.space import SearchSpace
@@ -12,11 +13,14 @@ from harness.tune.study import load_study
 from harness.tune.sweep import wandb_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
-STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
-SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
+STUDIES = resources.files(resources.STUDIES)
+SPACES = resources.files(resources.SEARCH_SPACES)
 
 
 def test_shipped_files_exist():
+    """The package holds the files; the repository's top-level directories are links to them (one source)."""
+    for kind in (resources.STUDIES, resources.SEARCH_SPACES):
+        assert (ROOT / kind).resolve() == (ROOT / "harness" / "resources" / kind).resolve()
     names = {p.stem for p in STUDIES}
     assert {"quickstart", "paper_table9", "ablation_loss_weights", "ablation_roi_margin", "ablation_mask_threshold",
             "ablation_tta", "task_order"} <= names
@@ -38,13 +42,13 @@ def test_every_study_validates_and_exports_a_sweep(path):
 
 
 def test_quickstart_is_sized_for_cpu():
-    spec = load_study(ROOT / "studies" / "quickstart.yaml")
+    spec = load_study("quickstart")
     assert spec.n_trials >= 9 and spec.pipelines == ["a", "b", "c"]
     assert spec.base == {"a": "tiny-a", "b": "tiny-b", "c": "tiny-c"} and spec.data.test_fraction > 0
 
 
 def test_task_order_study_has_all_three_answers():
-    spec = load_study(ROOT / "studies" / "task_order.yaml")
+    spec = load_study("task_order")
     assert spec.pipelines == ["a", "b", "c"] and spec.base["c"] == "paper-c"
 
 
@@ -87,3 +91,25 @@ def test_simplex_field_typos_are_caught_before_trials(tmp_path):
         "simplex": [{"fields": ["segmenter.loss.dice", "segmenter.loss.focall"]}]}}))
     with pytest.raises(ConfigError, match=r"simplex\[0\].*focall.*Did you mean \"focal\""):
         load_study(path)
+
+
+def test_shipped_studies_resolve_by_name_from_any_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no studies/ or search_spaces/ here
+    spec = load_study("quickstart")
+    assert spec.name == "quickstart" and "eval.tta" in spec.search_space.params, "its search space by name too"
+    assert main(["study", "wandb-sweep", "quickstart"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["name"] == "quickstart"
+    with pytest.raises(ConfigError, match='Did you mean "quickstart"'):
+        load_study("quickstrat")
+
+
+def test_a_users_files_win_over_shipped_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "search_spaces").mkdir()
+    shipped = yaml.safe_load(resources.path(resources.STUDIES, "quickstart").read_text())
+    (tmp_path / "studies" / "quickstart.yaml").write_text(yaml.safe_dump({**shipped, "trials": 3}))
+    (tmp_path / "search_spaces" / "quickstart.yaml").write_text(yaml.safe_dump(
+        {"params": {"eval.tta": {"type": "categorical", "choices": [False]}}}))
+    spec = load_study("quickstart")
+    assert spec.trials == 3 and list(spec.search_space.params) == ["eval.tta"]
