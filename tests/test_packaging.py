@@ -20,10 +20,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _requirement_names() -> set[str]:
+    """Core dependencies, plus the extras of optional features (imported lazily, with a message)."""
     from packaging.requirements import Requirement
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return {Requirement(r).name.lower().replace("_", "-") for r in project["dependencies"]}
+    optional = [r for extra in OPTIONAL_EXTRAS for r in project["optional-dependencies"][extra]]
+    return {Requirement(r).name.lower().replace("_", "-") for r in [*project["dependencies"], *optional]}
+
+
+OPTIONAL_EXTRAS = ("export",)  # `harness export --format onnx` says to install it
 
 
 IMPORT_TO_DIST = {"cv2": "opencv-python-headless", "yaml": "pyyaml", "PIL": "pillow", "sklearn": "scikit-learn",
