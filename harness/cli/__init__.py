@@ -64,6 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `harness study status DIR | head`
         sys.stderr.close()
         return 0
+    except OSError as e:  # the machine, not the harness: a full disk, no permission, a path under a file
+        if args.debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e} (check free space and permissions, or choose another path).",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; what was already computed is kept on disk.", file=sys.stderr)
         return 130

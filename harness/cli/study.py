@@ -86,16 +86,42 @@ def _overrides(items: list[str]) -> dict:
 
 
 def _execute(spec, study_dir: Path, args: argparse.Namespace, resume: bool) -> int:
+    """Run (or resume) the study; exit 0, 1 when a pipeline has no complete trial, 130 on Ctrl-C."""
+    import sys
+
     from harness.tune.runner import run_study
 
-    summary = run_study(spec, study_dir, data_dir=args.data, address=args.address, resume=resume,
-                        storage_url=args.storage)
+    try:
+        summary = run_study(spec, study_dir, data_dir=args.data, address=args.address, resume=resume,
+                            storage_url=args.storage)
+    except KeyboardInterrupt:
+        print(f"interrupted: the study in {study_dir} is kept (finished trials stay finished, interrupted ones run "
+              f"again); continue it with `harness study resume {study_dir}`", file=sys.stderr)
+        return 130
     print(f"study {summary['study']}: {summary['finished']} finished trials in {summary['storage']}")
     for p, best in summary["best"].items():
         print(f"  best {p}: trial {best['number']} values={best['values']} {json.dumps(best['overrides'])}")
     if not args.no_report and summary["final"]:
         _report(study_dir)
-    return 0
+    failed = failed_pipelines(summary, list(spec.pipelines))
+    for line in failed:
+        print(f"error: {line}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def failed_pipelines(summary: dict, pipelines: list[str]) -> list[str]:
+    """One line per pipeline without a complete trial: its trials by state and the first error seen."""
+    lines = []
+    for p in pipelines:
+        if p in summary["best"]:
+            continue
+        states = (summary.get("states") or {}).get(p) or {}
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "no trials"
+        error = (summary.get("errors") or {}).get(p)
+        why = f"; first error: {error}" if error else ""
+        lines.append(f"pipeline {p}: no complete trial ({counts}){why}; see `harness study status` and the trials' "
+                     "error.txt under STUDY_DIR/ray/.")
+    return lines
 
 
 def _report(study_dir: Path) -> None:
@@ -171,11 +197,51 @@ def _trial(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quickstart(args: argparse.Namespace) -> int:
+STUDY_ENTRIES = frozenset({"study.yaml", "optuna.db", "trials", "final", "stage_cache", "ray", "wandb", "report"})
+"""What a study directory holds (harness.tune.paths); ``quickstart --fresh`` deletes nothing else."""
+
+
+def remove_study_dir(path: Path, name: str) -> None:
+    """Delete ``path`` when it is recognisably the study ``name``'s directory: only study entries, and its
+    study.yaml names the study (or, a study stopped before writing it, there is an optuna.db). Anything
+    else is refused with one line: ``--fresh`` must never delete a directory it did not make."""
     import shutil
 
+    import yaml
+
+    from harness.errors import ConfigError
+
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise ConfigError(f"--out {path}: not a directory; --fresh deletes only a quickstart study directory.")
+    entries = {p.name for p in path.iterdir()}
+    if not entries:
+        return
+    recorded = None
+    if (path / "study.yaml").is_file():
+        try:
+            raw = yaml.safe_load((path / "study.yaml").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            raw = None
+        recorded = raw.get("name") if isinstance(raw, dict) else None
+    ours = entries <= STUDY_ENTRIES and (recorded == name or (recorded is None and "study.yaml" not in entries
+                                                             and "optuna.db" in entries))
+    if not ours:
+        foreign = sorted(entries - STUDY_ENTRIES)
+        why = (f"it holds {', '.join(foreign[:3])}" if foreign
+               else f"its study.yaml names study {recorded!r}, not {name!r}")
+        raise ConfigError(f"--out {path}: not a {name} study directory ({why}); --fresh deletes only that. "
+                          "Choose another --out or remove it yourself.")
+    shutil.rmtree(path)
+
+
+def _quickstart(args: argparse.Namespace) -> int:
     from harness.tune.study import load_study
 
+    spec = load_study(Path("studies/quickstart.yaml") if Path("studies/quickstart.yaml").exists() else "quickstart")
+    if args.fresh:
+        remove_study_dir(args.out, spec.name)
     if not (args.data / "training_metadata.xlsx").exists():
         import sys
 
@@ -183,11 +249,9 @@ def _quickstart(args: argparse.Namespace) -> int:
 
         logger.info("synthesising %d breast-ultrasound images into %s ...", args.images, args.data)
         synthesize(args.data, n_images=args.images, size=256, seed=0, progress=sys.stderr.isatty())
-    if args.fresh and args.out.exists():
-        shutil.rmtree(args.out)
-    spec = load_study(Path("studies/quickstart.yaml") if Path("studies/quickstart.yaml").exists() else "quickstart")
     resume = (args.out / "optuna.db").exists()
     ns = argparse.Namespace(data=args.data, address=None, storage=None, no_report=False)
     code = _execute(spec, args.out, ns, resume=resume)
-    print(f"done: study in {args.out}, Table 9 in {args.out / 'report' / 'table9.md'}")
+    if code == 0:
+        print(f"done: study in {args.out}, Table 9 in {args.out / 'report' / 'table9.md'}")
     return code

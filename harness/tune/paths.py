@@ -30,7 +30,9 @@ class StudyPaths:
     @property
     def storage_url(self) -> str:
         """The default Optuna storage: SQLite next to the trials (``--storage`` may point elsewhere)."""
-        return f"sqlite:///{self.db.resolve()}"
+        from harness.tune.storage import sqlite_url
+
+        return sqlite_url(self.db)
 
     @property
     def trials(self) -> Path:
