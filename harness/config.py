@@ -32,16 +32,16 @@ SEED_MAX = 2**32 - 1
 
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX, description="a random seed in [0, 2**32 - 1]")]
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=+-]{0,127}")
 """A run or study name: it becomes a directory name (runs/<name>-<time>, runs/studies/<name>)."""
 
 
 def check_name(value: str) -> str:
-    """A name used as one directory: letters, digits, ``_ . + -``, starting with a letter or digit, at most
-    100 characters (so no ``/``, ``..``, absolute path or empty name can leave ``runs/``)."""
+    """A name used as one directory: letters, digits, ``_ . = + -``, starting with a letter or digit, at most
+    128 characters (so no ``/``, ``..``, absolute path or empty name can leave ``runs/``)."""
     if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
-        raise ValueError("must be a plain name (letters, digits, _ . + -, starting with a letter or digit, "
-                         "at most 100 characters): it becomes a directory name")
+        raise ValueError("must be a plain name (letters, digits, _ . = + -, starting with a letter or digit, "
+                         "at most 128 characters): it becomes a directory name")
     return value
 
 

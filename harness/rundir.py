@@ -218,8 +218,10 @@ class RunDir:
                 row = int(np.flatnonzero(bad.to_numpy())[0])
                 allowed = (f"a class {', '.join(f'{k} ({n})' for k, n in enumerate(CLASS_NAMES))}"
                            if col in LABEL_COLUMNS else "a finite number (or empty)")
+                value = df[col].iloc[row]
+                shown = repr(value.item() if hasattr(value, "item") else value)
                 raise DataError(f"{self.predictions}: line {row + 2}, column {col}: must be {allowed}, but got "
-                                f"{df[col].iloc[row]!r}; re-run `harness run` to rewrite it.")
+                                f"{shown}; re-run `harness run` to rewrite it.")
 
     def read_predictions(self, required: tuple[str, ...] = ("image_id", "label", "pred_label")) -> pd.DataFrame:
         """predictions.csv with ``image_id`` (and ``patient_id``, when present) as text and a ``subset``

@@ -65,7 +65,7 @@ def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None,
     url = storage_url or paths.storage_url
     shown = redact_url(url)
     with quiet_optuna():
-        storage = open_storage(url)
+        storage = open_storage(url, None if storage_url else str(paths.db))
         if is_legacy(spec, storage):
             raise ConfigError(f"{paths.root}: study {spec.name} in {shown} was written by an older harness (one "
                               f"Optuna study for all pipelines); `harness study status` and `harness report` still "
@@ -153,10 +153,10 @@ def check_resources(spec: StudySpec, cuda: bool) -> None:
     import ray
 
     need = spec.resources.per_trial(cuda)
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    nodes: list[dict[str, float]] = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     if any(n.get("CPU", 0) >= need["cpu"] and n.get("GPU", 0) >= need["gpu"] for n in nodes):
         return
-    largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+    largest: dict[str, float] = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
     raise ConfigError(f"resources: each trial needs {need['cpu']:g} CPU and {need['gpu']:g} GPU, but no node of the "
                       f"Ray cluster has that (the largest has {largest.get('CPU', 0):g} CPU, "
                       f"{largest.get('GPU', 0):g} GPU); lower resources.cpu/gpu in the study or add a node.")

@@ -72,12 +72,12 @@ class SafeRDBStorage(optuna.storages.RDBStorage):
         super().__setstate__(state)
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
+def open_storage(url: str, label: str | None = None) -> optuna.storages.RDBStorage:
     """An RDB storage object (OptunaSearch needs an object, not a URL); SQLite waits for its lock
     instead of failing when trials and the driver write at once. Any failure is one
-    :class:`ConfigError` line with the password hidden."""
+    :class:`ConfigError` line naming ``label`` (default: ``--storage <url>`` with the password hidden)."""
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return _open(url, kwargs, f"--storage {redact_url(url)}", ConfigError)
+    return _open(url, kwargs, label or f"--storage {redact_url(url)}", ConfigError, "open")
 
 
 def sqlite_readonly_url(db: Path) -> str:
@@ -98,17 +98,18 @@ def open_readonly(db: Path) -> optuna.storages.RDBStorage:
     db = Path(db)
     if not db.is_file():
         raise DataError(f"{db}: no such Optuna database file.")
-    return _open(sqlite_readonly_url(db), {}, str(db), DataError)
+    return _open(sqlite_readonly_url(db), {}, str(db), DataError, "read")
 
 
-def _open(url: str, kwargs: dict[str, Any], shown: str, error: type[HarnessError]) -> optuna.storages.RDBStorage:
+def _open(url: str, kwargs: dict[str, Any], shown: str, error: type[HarnessError], verb: str
+          ) -> optuna.storages.RDBStorage:
     try:
         return SafeRDBStorage(url, engine_kwargs=kwargs)
     except Exception as e:  # noqa: BLE001 - SQLAlchemy, the DB drivers and Optuna raise many types here
         reason = scrub(f"{type(e).__name__}: {e}".splitlines()[0], url)
         hint = ("is it an Optuna database?" if "readonly" in reason or "not a database" in reason
                 else "check the URL and that the database server is reachable.")
-        raise error(f"{shown}: cannot open the Optuna storage ({reason}); {hint}") from None
+        raise error(f"{shown}: cannot {verb} the Optuna storage ({reason}); {hint}") from None
 
 
 @contextlib.contextmanager
