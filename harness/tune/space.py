@@ -72,9 +72,9 @@ class _Param(Strict):
         raise NotImplementedError
 
 
-def _check_size(n: int | None) -> None:
-    if n is not None and n > MAX_PARAM_VALUES:
-        raise ValueError(f"the step gives {n} values (at most {MAX_PARAM_VALUES}); use a coarser step")
+def _listable(n: int | None) -> bool:
+    """Whether a parameter's values are few enough to be listed (a grid axis, W&B ``values``)."""
+    return n is not None and n <= MAX_PARAM_VALUES
 
 
 class FloatParam(_Param):
@@ -90,7 +90,6 @@ class FloatParam(_Param):
             raise ValueError(f"low must be <= high, but got low={self.low}, high={self.high}")
         if self.log and (self.low <= 0 or self.step is not None):
             raise ValueError("log=true needs low > 0 and no step")
-        _check_size(self.size())
         return self
 
     def size(self) -> int | None:
@@ -106,9 +105,13 @@ class FloatParam(_Param):
         n = self.size()
         if n is None or self.step is None:
             raise ValueError("a float parameter needs a step to be gridded")
+        if not _listable(n):
+            raise ValueError(f"the step gives {n} values (at most {MAX_PARAM_VALUES} in a grid); use a coarser step")
         return [round(self.low + i * self.step, 10) for i in range(n)]
 
     def wandb(self) -> dict[str, Any]:
+        if self.step is not None and not _listable(self.size()):
+            return {"distribution": "q_uniform", "min": self.low, "max": self.high, "q": self.step}
         if self.step is not None:
             return {"values": self.grid()}
         return {"distribution": "log_uniform_values" if self.log else "uniform", "min": self.low, "max": self.high}
@@ -130,7 +133,6 @@ class IntParam(_Param):
             raise ValueError(f"low must be <= high, but got low={self.low}, high={self.high}")
         if self.log and (self.low < 1 or self.step != 1):
             raise ValueError(f"log=true needs low >= 1 and step 1, but got low={self.low}, step={self.step}")
-        _check_size(self.size())
         return self
 
     def size(self) -> int:
@@ -140,11 +142,16 @@ class IntParam(_Param):
         return trial.suggest_int(name, self.low, self.high, log=self.log, step=self.step)
 
     def grid(self) -> list[int]:
+        if not _listable(self.size()):
+            raise ValueError(f"{self.size()} values (at most {MAX_PARAM_VALUES} in a grid); use a larger step")
         return list(range(self.low, self.high + 1, self.step))
 
     def wandb(self) -> dict[str, Any]:
         if self.step == 1 and not self.log:
             return {"distribution": "int_uniform", "min": self.low, "max": self.high}
+        if not _listable(self.size()):
+            return {"distribution": "q_log_uniform_values" if self.log else "q_uniform", "min": self.low,
+                    "max": self.high, "q": self.step}
         return {"values": self.grid()}
 
     def extremes(self) -> list[Any]:
