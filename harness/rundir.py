@@ -195,7 +195,11 @@ class RunDir:
             return {}
         try:
             raw = yaml.safe_load(self.config.read_text()) or {}
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark else ""
+            raise DataError(f"{self.config}{where}: cannot read YAML ({getattr(e, 'problem', None) or e}).") from None
+        except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"{self.config}: cannot read YAML ({e}).") from None
         if not isinstance(raw, dict):
             raise DataError(f"{self.config}: expected a mapping of config fields, but got {type(raw).__name__}.")
@@ -229,7 +233,7 @@ class RunDir:
         try:
             df = pd.read_csv(self.predictions, keep_default_na=True, dtype={"image_id": str, "patient_id": str})
         except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-            raise DataError(f"{self.predictions}: cannot read CSV ({e}).") from None
+            raise DataError(f"{self.predictions}: cannot read CSV ({' '.join(str(e).split())}).") from None
         missing = [c for c in required if c not in df.columns]
         if missing:
             raise DataError(f"{self.predictions}: missing column(s) {', '.join(missing)}; "

@@ -58,8 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as e:
         if args.debug:
             raise
-        for line in e.problems:
-            print(f"error: {line}", file=sys.stderr)
+        for problem in e.problems:  # one line each, whatever a wrapped library message held
+            print("error: " + " ".join(str(problem).split()), file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `harness study status DIR | head`
         sys.stderr.close()
