@@ -7,6 +7,7 @@ so B's ROI crop here is the crop B's classifier saw.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +48,12 @@ def load_classifier(run_dir: Path) -> tuple[nn.Module, int, str, tuple[str, ...]
     record = RunDir.read_json(RunDir(run_dir).stages / f"{stage.name}.json")
     section = getattr(cfg, stage.section).model_copy(update={"pretrained": False})
     model = STAGE_KINDS[stage.kind].build(section, stage.classes, cfg.data.channels)
+    checkpoint = Path(str(record.get("checkpoint", "")))
+    if not checkpoint.is_file():  # a stage record names any path: no FIFO, device or directory is opened
+        raise DataError(f"{run_dir}: the {stage.name} checkpoint {checkpoint} is not a regular file.")
     try:
-        state = torch.load(record["checkpoint"], map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, KeyError) as e:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, KeyError, pickle.UnpicklingError) as e:
         raise DataError(f"{run_dir}: cannot load the {stage.name} checkpoint ({e}).") from None
     model.load_state_dict(state)
     if stage.kind == "joint":

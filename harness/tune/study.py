@@ -276,9 +276,40 @@ def load_study(path: Path | str, overrides: dict[str, Any] | None = None) -> Stu
         except ConfigError as e:
             problems += e.problems
     _check_space_bounds(spec, problems)
+    if not problems:
+        _check_final_levels(spec, problems)
     if problems:
         raise ConfigError(problems)
     return spec
+
+
+def _check_final_levels(spec: StudySpec, problems: list[str]) -> None:
+    """``final.mode: levels``: every planned final run gives a valid run config, and every key of
+    ``final.levels`` is an ablation axis (a misspelt one would be ignored). Checked at load, not after the
+    search."""
+    if spec.final.mode != "levels":
+        return
+    from harness.tune.levels import axes, plan
+
+    names = [a.name for a in axes(spec)]
+    for key in spec.final.levels:
+        if key not in names:
+            problems.append(f"final.levels.{key}: not an ablation axis of this study (its axes: {', '.join(names)})."
+                            + did_you_mean(key, names))
+    try:
+        runs = plan(spec)
+    except ConfigError as e:
+        problems.append(f"final.reference gives an invalid config: {e.problems[0]}")
+        return
+    seen: set[tuple[str, str]] = set()
+    for run in runs:  # each variant once (its seeds share the config)
+        if (run.pipeline, run.variant) in seen:
+            continue
+        seen.add((run.pipeline, run.variant))
+        try:
+            spec.run_config(run.pipeline, run.overrides)
+        except ConfigError as e:
+            problems.append(f"final run {run.dir_name} gives an invalid config: {e.problems[0]}")
 
 
 def _space_field_problems(space: Any, where: str) -> list[str]:

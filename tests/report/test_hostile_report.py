@@ -274,3 +274,20 @@ def test_a_non_numeric_stored_metric_is_a_warning(run_a, tmp_path, caplog):
 def test_bad_options_are_one_line(run_a, tmp_path, capsys, option, expected):
     report_fails(capsys, [str(run_a), "--out", str(tmp_path / "out"), "--no-gradcam", *option], expected)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_stage_record_naming_a_device_is_not_opened(run_a, tmp_path):
+    """Grad-CAM loads the checkpoint a stage record names: /dev/zero or a FIFO would hang or fill memory."""
+    import os
+
+    from harness.errors import DataError
+    from harness.pipelines.artifacts import load_classifier
+
+    run = copy_run(run_a, tmp_path / "run")
+    os.mkfifo(tmp_path / "fifo")
+    for target in ("/dev/zero", str(tmp_path / "fifo"), str(tmp_path)):
+        for p in (run / "stages").glob("*.json"):
+            record = json.loads(p.read_text())
+            p.write_text(json.dumps({**record, "checkpoint": target}))
+        with pytest.raises(DataError, match="is not a regular file"):
+            load_classifier(run)

@@ -259,3 +259,14 @@ def test_a_pipeline_without_any_trial_is_named_too():
     assert failed_pipelines({"best": {"a": {}}, "states": {}, "errors": {}}, ["a", "b"]) == [
         "pipeline b: no complete trial (no trials); see `harness study status` and the trials' error.txt under "
         "STUDY_DIR/ray/."]
+
+
+def test_ablation_levels_are_checked_at_load(tmp_path):
+    raw = {"name": "lv", "pipelines": ["b"], "base": {"b": "tiny-b"}, "sampler": "grid",
+           "search_space": {"params": {"roi.margin": {"type": "categorical", "choices": [0.1, 0.2]}}},
+           "final": {"mode": "levels", "levels": {"roi.margin": [float("inf"), 0.2], "roi.margn": [1]}}}
+    with pytest.raises(ConfigError) as e:
+        load_study(write(tmp_path / "s.yaml", raw))
+    text = "\n".join(e.value.problems)
+    assert 'final.levels.roi.margn: not an ablation axis of this study (its axes: roi.margin). Did you mean' in text
+    assert "final run b-roi.margin=inf-seed1 gives an invalid config: roi.margin: Input should be a finite" in text
