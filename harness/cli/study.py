@@ -197,7 +197,8 @@ def _trial(args: argparse.Namespace) -> int:
     return 0
 
 
-STUDY_ENTRIES = frozenset({"study.yaml", "optuna.db", "trials", "final", "stage_cache", "ray", "wandb", "report"})
+STUDY_ENTRIES = frozenset({"study.yaml", "optuna.db", "optuna.db-journal", "optuna.db-wal", "optuna.db-shm", "trials",
+                           "final", "stage_cache", "ray", "wandb", "report"})
 """What a study directory holds (harness.tune.paths); ``quickstart --fresh`` deletes nothing else."""
 
 
