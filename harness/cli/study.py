@@ -89,7 +89,7 @@ def _execute(spec, study_dir: Path, args: argparse.Namespace, resume: bool) -> i
     """Run (or resume) the study; exit 0, 1 when a pipeline has no complete trial, 130 on Ctrl-C."""
     import sys
 
-    from harness.tune.runner import run_study
+    from harness.tune.runner import failed_pipelines, run_study
 
     try:
         summary = run_study(spec, study_dir, data_dir=args.data, address=args.address, resume=resume,
@@ -107,21 +107,6 @@ def _execute(spec, study_dir: Path, args: argparse.Namespace, resume: bool) -> i
     for line in failed:
         print(f"error: {line}", file=sys.stderr)
     return 1 if failed else 0
-
-
-def failed_pipelines(summary: dict, pipelines: list[str]) -> list[str]:
-    """One line per pipeline without a complete trial: its trials by state and the first error seen."""
-    lines = []
-    for p in pipelines:
-        if p in summary["best"]:
-            continue
-        states = (summary.get("states") or {}).get(p) or {}
-        counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "no trials"
-        error = (summary.get("errors") or {}).get(p)
-        why = f"; first error: {error}" if error else ""
-        lines.append(f"pipeline {p}: no complete trial ({counts}){why}; see `harness study status` and the trials' "
-                     "error.txt under STUDY_DIR/ray/.")
-    return lines
 
 
 def _report(study_dir: Path) -> None:
@@ -197,51 +182,13 @@ def _trial(args: argparse.Namespace) -> int:
     return 0
 
 
-STUDY_ENTRIES = frozenset({"study.yaml", "optuna.db", "optuna.db-journal", "optuna.db-wal", "optuna.db-shm", "trials",
-                           "final", "stage_cache", "ray", "wandb", "report"})
-"""What a study directory holds (harness.tune.paths); ``quickstart --fresh`` deletes nothing else."""
-
-
-def remove_study_dir(path: Path, name: str) -> None:
-    """Delete ``path`` when it is recognisably the study ``name``'s directory: only study entries, and its
-    study.yaml names the study (or, a study stopped before writing it, there is an optuna.db). Anything
-    else is refused with one line: ``--fresh`` must never delete a directory it did not make."""
-    import shutil
-
-    import yaml
-
-    from harness.errors import ConfigError
-
-    if not path.exists() and not path.is_symlink():
-        return
-    if path.is_symlink() or not path.is_dir():
-        raise ConfigError(f"--out {path}: not a directory; --fresh deletes only a quickstart study directory.")
-    entries = {p.name for p in path.iterdir()}
-    if not entries:
-        return
-    recorded = None
-    if (path / "study.yaml").is_file():
-        try:
-            raw = yaml.safe_load((path / "study.yaml").read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            raw = None
-        recorded = raw.get("name") if isinstance(raw, dict) else None
-    ours = entries <= STUDY_ENTRIES and (recorded == name or (recorded is None and "study.yaml" not in entries
-                                                             and "optuna.db" in entries))
-    if not ours:
-        foreign = sorted(entries - STUDY_ENTRIES)
-        why = (f"it holds {', '.join(foreign[:3])}" if foreign
-               else f"its study.yaml names study {recorded!r}, not {name!r}")
-        raise ConfigError(f"--out {path}: not a {name} study directory ({why}); --fresh deletes only that. "
-                          "Choose another --out or remove it yourself.")
-    shutil.rmtree(path)
-
-
 def _quickstart(args: argparse.Namespace) -> int:
     from harness.tune.study import load_study
 
     spec = load_study(Path("studies/quickstart.yaml") if Path("studies/quickstart.yaml").exists() else "quickstart")
     if args.fresh:
+        from harness.tune.paths import remove_study_dir
+
         remove_study_dir(args.out, spec.name)
     if not (args.data / "training_metadata.xlsx").exists():
         import sys

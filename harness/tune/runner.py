@@ -230,3 +230,18 @@ def quiet_optuna() -> Iterator[None]:
         yield
     finally:
         optuna.logging.set_verbosity(previous)
+
+
+def failed_pipelines(summary: dict, pipelines: list[str]) -> list[str]:
+    """One line per pipeline without a complete trial: its trials by state and the first error seen."""
+    lines = []
+    for p in pipelines:
+        if p in summary["best"]:
+            continue
+        states = (summary.get("states") or {}).get(p) or {}
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "no trials"
+        error = (summary.get("errors") or {}).get(p)
+        why = f"; first error: {error}" if error else ""
+        lines.append(f"pipeline {p}: no complete trial ({counts}){why}; see `harness study status` and the trials' "
+                     "error.txt under STUDY_DIR/ray/.")
+    return lines

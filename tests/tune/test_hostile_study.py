@@ -206,7 +206,7 @@ def test_quickstart_fresh_refuses_a_directory_it_did_not_make(tmp_path, capsys, 
 
 
 def test_quickstart_fresh_removes_its_own_study_only_after_the_study_loaded(tmp_path, monkeypatch, capsys):
-    from harness.cli.study import remove_study_dir
+    from harness.tune.paths import remove_study_dir
 
     out = tmp_path / "quick"
     write(out / "study.yaml", {**GOOD, "name": "quickstart"})
@@ -254,7 +254,7 @@ def test_study_run_on_ctrl_c_says_how_to_resume(tmp_path, monkeypatch, capsys):
 
 
 def test_a_pipeline_without_any_trial_is_named_too():
-    from harness.cli.study import failed_pipelines
+    from harness.tune.runner import failed_pipelines
 
     assert failed_pipelines({"best": {"a": {}}, "states": {}, "errors": {}}, ["a", "b"]) == [
         "pipeline b: no complete trial (no trials); see `harness study status` and the trials' error.txt under "

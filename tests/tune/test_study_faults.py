@@ -43,8 +43,7 @@ def data(tmp_path_factory, make_dataset):
 def test_every_trial_failing_names_the_pipeline_and_the_reason_and_no_password_is_stored(data, tmp_path):
     import ray
 
-    from harness.cli.study import failed_pipelines
-    from harness.tune.runner import run_study
+    from harness.tune.runner import failed_pipelines, run_study
     from harness.tune.testing import FailEvery
 
     ray.shutdown()
