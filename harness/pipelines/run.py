@@ -82,6 +82,7 @@ def run_trial(config: RunConfig, out_dir: Path, *, data_dir: Path | None = None,
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     final_dir = RunDir(out_dir)
+    created = not out_dir.exists()
     run_dir = final_dir.staging()  # a failed run leaves out_dir's previous outputs as they were
     try:
         run_dir.write_config(config)
@@ -115,6 +116,8 @@ def run_trial(config: RunConfig, out_dir: Path, *, data_dir: Path | None = None,
         final_dir.publish(run_dir)
     except BaseException:
         shutil.rmtree(run_dir.path, ignore_errors=True)
+        if created and not any(out_dir.iterdir()):  # e.g. a dataset that failed its check: no empty run dir
+            out_dir.rmdir()
         raise
     logger.info("run %s (pipeline %s) done in %.1fs: balanced accuracy %.3f, lesion Dice %.3f -> %s", config.name,
                 config.pipeline, seconds, results["val"].get("balanced_accuracy", np.nan),

@@ -79,3 +79,12 @@ def test_same_config_and_seed_on_cpu_give_identical_metrics(data, tmp_path):
     assert first.trained_stages and second.trained_stages == first.trained_stages, "both runs trained"
     assert (tmp_path / "one" / "metrics.json").read_bytes() == (tmp_path / "two" / "metrics.json").read_bytes()
     assert (tmp_path / "one" / "predictions.csv").read_bytes() == (tmp_path / "two" / "predictions.csv").read_bytes()
+
+
+def test_a_run_that_fails_before_training_leaves_no_directory(tmp_path):
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError):
+        run_trial(load_run_config("tiny-a", TINY), tmp_path / "runs" / "r1", data_dir=tmp_path / "missing",
+                  progress=False)
+    assert not (tmp_path / "runs" / "r1").exists()
