@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,9 +21,28 @@ from harness.errors import ConfigError, did_you_mean
 
 
 class Strict(BaseModel):
-    """Base: frozen, unknown keys are errors."""
+    """Base: frozen, unknown keys are errors, and no float field takes inf or NaN (a ``.inf`` learning
+    rate or loss weight is refused here, not after a stage trained on it)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+
+SEED_MAX = 2**32 - 1
+"""numpy's legacy seeding (and Optuna's samplers through it) takes seeds in [0, 2**32 - 1]."""
+
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX, description="a random seed in [0, 2**32 - 1]")]
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=+-]{0,127}")
+"""A run or study name: it becomes a directory name (runs/<name>-<time>, runs/studies/<name>)."""
+
+
+def check_name(value: str) -> str:
+    """A name used as one directory: letters, digits, ``_ . = + -``, starting with a letter or digit, at most
+    128 characters (so no ``/``, ``..``, absolute path or empty name can leave ``runs/``)."""
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise ValueError("must be a plain name (letters, digits, _ . = + -, starting with a letter or digit, "
+                         "at most 128 characters): it becomes a directory name")
+    return value
 
 
 class DataConfig(Strict):
@@ -40,7 +60,7 @@ class DataConfig(Strict):
     split: str = Field("default", description="split name under DIR/splits/")
     val_fraction: float = Field(0.2, gt=0, lt=1)
     test_fraction: float = Field(0.0, ge=0, lt=1)
-    split_seed: int = 42
+    split_seed: Seed = 42
     group_duplicates: bool = Field(
         False, description="when the split is created, keep near-duplicate images (perceptual hash) in one subset")
     folds: int = Field(1, ge=1, le=20, description="K > 1: train on fold `fold` of a patient-wise stratified K-fold "
@@ -188,7 +208,7 @@ class EvalConfig(Strict):
 class RuntimeConfig(Strict):
     """Where and how to compute; never changes results except through `seed`."""
 
-    seed: int = 42
+    seed: Seed = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["auto", "on", "off"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
@@ -201,7 +221,7 @@ class RuntimeConfig(Strict):
 class RunConfig(Strict):
     """One pipeline variant: everything a run or a study trial needs."""
 
-    name: str = "run"
+    name: str = Field("run", description="names the default run directory runs/<name>-<time>")
     pipeline: str = Field("a", description="a registered pipeline (harness.pipelines.registry)")
     data: DataConfig = DataConfig()
     classifier: ClassifierConfig = ClassifierConfig()
@@ -210,6 +230,11 @@ class RunConfig(Strict):
     roi: RoiConfig = RoiConfig()
     eval: EvalConfig = EvalConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return check_name(value)
 
     @field_validator("pipeline")
     @classmethod
@@ -240,11 +265,19 @@ def preset_names() -> list[str]:
     return sorted(set(bundled_presets()) | set(registered_presets()))
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_text(path: Path) -> str:
+    """A YAML (or other text) file's content; unreadable or not UTF-8 is one :class:`ConfigError` line."""
     try:
-        text = path.read_text()
+        return Path(path).read_text(encoding="utf-8")
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror}).") from None
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e}).") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                          "save it as UTF-8.") from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    text = read_text(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -337,6 +370,28 @@ def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
             return []
         current = field.annotation
     return list(current.model_fields)
+
+
+def field_problem(dotted: str, model: type[BaseModel] | None = None) -> str | None:
+    """Why ``dotted`` (e.g. ``roi.margn``) names no field of ``model`` (default :class:`RunConfig`), with a
+    "did you mean"; None when it does (a key under a mapping field such as ``data.columns`` counts)."""
+    from typing import get_origin
+
+    current: type[BaseModel] = model or RunConfig
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        fields = current.model_fields
+        if part not in fields:
+            where = ".".join(parts[:i]) or "the run config"
+            return f"{where} has no field {part!r}." + did_you_mean(part, fields)
+        annotation = fields[part].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            current = annotation
+            continue
+        if i < len(parts) - 1 and get_origin(annotation) is not dict:
+            return f"{'.'.join(parts[: i + 1])} is a single value, not a group of fields."
+        return None
+    return None
 
 
 def format_validation_error(err: ValidationError, model: type[BaseModel], where: str) -> list[str]:

@@ -13,7 +13,9 @@ pipelines' artefacts (Grad-CAM) and the test doubles read or fake it through thi
     wandb.json           what was logged to W&B, when tracked (harness.tune.tracking)
     checkpoints/         the stage store when no shared one is given
 
-Every write is atomic (temp file + rename), so a crash never leaves half a file behind.
+Every write is atomic (temp file + rename), so a crash never leaves half a file behind, and a run
+writes its outputs to ``.partial/`` and moves them in only when it has finished (:meth:`RunDir.publish`),
+so a run that fails in a directory of an earlier run leaves that run's files as they were.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
+from harness import CLASS_NAMES
 from harness.data.io import write_bytes_atomic, write_mask
 from harness.errors import DataError
 
@@ -39,6 +43,8 @@ CHECKPOINTS = "checkpoints"
 SUBSETS = ("val", "test")
 MARKERS = ("metrics.json", PREDICTIONS)
 """A directory holding both files is a run directory."""
+PARTIAL = ".partial"
+"""Where a run stages its outputs (inside its run directory) until it has finished: see :meth:`RunDir.publish`."""
 
 PREDICTION_COLUMNS = ["subset", "image_id", "label", "pred_label", "prob_benign", "prob_malignant", "prob_normal",
                       "dice", "iou", "precision", "recall", "specificity", "hd95", "hd95_penalised", "gt_pixels",
@@ -46,6 +52,12 @@ PREDICTION_COLUMNS = ["subset", "image_id", "label", "pred_label", "prob_benign"
 """``patient_id`` is the dataset record's patient (the image id when the metadata has none): the
 report resamples and permutes patients. ``hd95_penalised`` is HD95 with a missed lesion at the image
 diagonal. Files written before either column existed still load (the report falls back)."""
+
+
+LABEL_COLUMNS = ("label", "pred_label")
+NUMERIC_COLUMNS = (*LABEL_COLUMNS, "prob_benign", "prob_malignant", "prob_normal", "dice", "iou", "precision", "recall",
+                   "specificity", "hd95", "hd95_penalised", "gt_pixels", "pred_pixels")
+"""Columns of predictions.csv that hold numbers; the labels are class indices."""
 
 
 def metrics_name(subset: str) -> str:
@@ -98,6 +110,49 @@ class RunDir:
     def is_run_dir(self) -> bool:
         return self.path.is_dir() and all((self.path / m).exists() for m in MARKERS)
 
+    def outputs(self) -> list[Path]:
+        """The files and directories a run writes (not the stage store), in the order :meth:`publish` moves
+        them: the two markers last, so that a reader never takes a half-moved directory for a run."""
+        return [self.path / MASK_DIR, self.stages, self.path / RUN_INFO,
+                *[self.metrics(s) for s in SUBSETS if s != "val"], self.config, self.predictions, self.metrics("val")]
+
+    # --- staging -----------------------------------------------------------------------------
+    def staging(self) -> RunDir:
+        """A new, empty staging directory ``.partial`` inside this run directory (a stale one, left by a
+        killed run, is removed). A run writes there and :meth:`publish` moves its outputs here, so that a
+        run that fails leaves the previous run's outputs as they were (config, metrics, predictions and
+        masks of one run, never a mix)."""
+        import shutil
+
+        stage = self.path / PARTIAL
+        if stage.is_dir() and not stage.is_symlink():
+            shutil.rmtree(stage)
+        self.path.mkdir(parents=True, exist_ok=True)
+        stage.mkdir()
+        return RunDir(stage)
+
+    def publish(self, staged: RunDir) -> None:
+        """Replace this run directory's outputs with those written to ``staged`` (then removed): outputs
+        of the previous run that the new one does not have (e.g. metrics_test.json) are removed too."""
+        import os
+        import shutil
+
+        for dst, src in zip(self.outputs(), staged.outputs(), strict=True):
+            if src.exists():
+                if src.is_dir() and dst.exists():
+                    old = self.path / f"{PARTIAL}-old-{dst.name}"
+                    shutil.rmtree(old, ignore_errors=True)
+                    os.replace(dst, old)
+                    os.replace(src, dst)
+                    shutil.rmtree(old)
+                else:
+                    os.replace(src, dst)
+            elif dst.is_dir() and not dst.is_symlink():
+                shutil.rmtree(dst)
+            elif dst.exists() or dst.is_symlink():
+                dst.unlink()
+        shutil.rmtree(staged.path)
+
     # --- writers -----------------------------------------------------------------------------
     def _write_text(self, path: Path, text: str) -> None:
         write_bytes_atomic(path, text.encode())
@@ -142,7 +197,11 @@ class RunDir:
             return {}
         try:
             raw = yaml.safe_load(self.config.read_text()) or {}
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark else ""
+            raise DataError(f"{self.config}{where}: cannot read YAML ({getattr(e, 'problem', None) or e}).") from None
+        except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"{self.config}: cannot read YAML ({e}).") from None
         if not isinstance(raw, dict):
             raise DataError(f"{self.config}: expected a mapping of config fields, but got {type(raw).__name__}.")
@@ -152,17 +211,36 @@ class RunDir:
         """Stage records by name; unreadable files raise (the caller decides whether to skip)."""
         return {p.stem: self.read_json(p) for p in sorted(self.stages.glob("*.json"))}
 
+    def _check_numbers(self, df: pd.DataFrame) -> None:
+        """Numeric columns hold numbers (NaN allowed where a value can be undefined), labels are classes."""
+        for col in NUMERIC_COLUMNS:
+            if col not in df.columns:
+                continue
+            values = pd.to_numeric(df[col], errors="coerce")
+            bad = (values.isna() & df[col].notna()) | np.isinf(values.to_numpy(dtype=float))
+            if col in LABEL_COLUMNS:
+                bad |= values.isna() | ~values.isin(range(len(CLASS_NAMES)))
+            if bad.any():
+                row = int(np.flatnonzero(bad.to_numpy())[0])
+                allowed = (f"a class {', '.join(f'{k} ({n})' for k, n in enumerate(CLASS_NAMES))}"
+                           if col in LABEL_COLUMNS else "a finite number (or empty)")
+                value = df[col].iloc[row]
+                shown = repr(value.item() if hasattr(value, "item") else value)
+                raise DataError(f"{self.predictions}: line {row + 2}, column {col}: must be {allowed}, but got "
+                                f"{shown}; re-run `harness run` to rewrite it.")
+
     def read_predictions(self, required: tuple[str, ...] = ("image_id", "label", "pred_label")) -> pd.DataFrame:
         """predictions.csv with ``image_id`` (and ``patient_id``, when present) as text and a ``subset``
         column (old files: all "val")."""
         try:
             df = pd.read_csv(self.predictions, keep_default_na=True, dtype={"image_id": str, "patient_id": str})
         except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-            raise DataError(f"{self.predictions}: cannot read CSV ({e}).") from None
+            raise DataError(f"{self.predictions}: cannot read CSV ({' '.join(str(e).split())}).") from None
         missing = [c for c in required if c not in df.columns]
         if missing:
             raise DataError(f"{self.predictions}: missing column(s) {', '.join(missing)}; "
                             "re-run `harness run` to rewrite it.")
+        self._check_numbers(df)
         if "subset" not in df.columns:
             df["subset"] = "val"
         df["image_id"] = df["image_id"].astype(str)

@@ -81,3 +81,47 @@ def test_mapping_overrides_merge_and_do_not_alias():
     out = apply_overrides(raw, {"data": value, "data.val_fraction": 0.3})
     assert out["data"] == {"split": "x", "columns": {"label": "dx", "patient_id": "case"}, "val_fraction": 0.3}
     assert value == {"columns": {"patient_id": "case"}} and raw["data"]["columns"] == {"label": "dx"}
+
+
+# --- hostile values (issue 12 items 5 and 17): refused at load, before anything trains ----------
+
+
+@pytest.mark.parametrize("name", ["", "../x", "/abs", "a/b", "..", ".hidden", "x" * 129, "a b", "$x$", "-rf", "a\n"])
+def test_a_name_that_is_not_one_plain_directory_is_refused(name):
+    with pytest.raises(ConfigError, match="name: must be a plain name"):
+        load_run_config("tiny-a", {"name": name})
+
+
+def test_plain_names_pass():
+    for name in ("tiny-a", "run_1", "a-roi.margin=0.3-seed7", "B2+tta"):
+        assert load_run_config("tiny-a", {"name": name}).name == name
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("runtime.seed", -1, "greater than or equal to 0"),
+    ("runtime.seed", 2**32, "less than or equal to 4294967295"),
+    ("runtime.seed", 2**64, "less than or equal to 4294967295"),
+    ("data.split_seed", -3, "greater than or equal to 0"),
+    ("classifier.lr_head", float("inf"), "finite number"),
+    ("segmenter.lr", float("nan"), "finite number"),
+    ("segmenter.loss.dice", float("inf"), "finite number"),
+    ("joint.cls_weight", float("inf"), "finite number"),
+    ("classifier.optim.weight_decay", float("inf"), "finite number"),
+    ("roi.margin", float("nan"), "finite number"),
+])
+def test_non_finite_floats_and_out_of_range_seeds_are_refused(key, value, expected):
+    with pytest.raises(ConfigError) as e:
+        load_run_config("tiny-b", {key: value})
+    assert len(e.value.problems) == 1 and key in e.value.problems[0] and expected in e.value.problems[0]
+
+
+def test_yaml_inf_from_the_command_line_is_refused():
+    with pytest.raises(ConfigError, match="classifier.lr_head: Input should be a finite number"):
+        load_run_config("tiny-a", ["classifier.lr_head=.inf"])
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(b"name: x\n\xff: 1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not UTF-8 text \(byte 0xff"):
+        load_run_config(path)

@@ -59,12 +59,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as e:
         if args.debug:
             raise
-        for line in e.problems:
-            print(f"error: {line}", file=sys.stderr)
+        for problem in e.problems:  # one line each, whatever a wrapped library message held
+            print("error: " + " ".join(str(problem).split()), file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `harness study status DIR | head`
         sys.stderr.close()
         return 0
+    except OSError as e:  # the machine, not the harness: a full disk, no permission, a path under a file
+        if args.debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e} (check free space and permissions, or choose another path).",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; what was already computed is kept on disk.", file=sys.stderr)
         return 130

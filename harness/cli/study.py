@@ -120,22 +120,32 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _execute(spec, study_dir: Path, args: argparse.Namespace, resume: bool) -> int:
+    """Run (or resume) the study; exit 0, 1 when a pipeline has no complete trial, 130 on Ctrl-C."""
+    import sys
+
     from harness.tune.plan import format_plan, plan_study
-    from harness.tune.runner import run_study
+    from harness.tune.runner import failed_pipelines, run_study
 
     calibrate = study_dir if (study_dir / "stage_cache").is_dir() else None
     print(format_plan(plan_study(spec, args.data, calibrate)), flush=True)
-
-    summary = run_study(spec, study_dir, data_dir=args.data, address=args.address, resume=resume,
-                        storage_url=args.storage, dashboard=getattr(args, "dashboard", False),
-                        command=getattr(args, "command", None))
+    try:
+        summary = run_study(spec, study_dir, data_dir=args.data, address=args.address, resume=resume,
+                            storage_url=args.storage, dashboard=getattr(args, "dashboard", False),
+                            command=getattr(args, "command", None))
+    except KeyboardInterrupt:
+        print(f"interrupted: the study in {study_dir} is kept (finished trials stay finished, interrupted ones run "
+              f"again); continue it with `harness study resume {study_dir}`", file=sys.stderr)
+        return 130
     print(f"study {summary['study']}: {summary['finished']} finished trials in {summary['storage']}")
     for p, best in summary["best"].items():
         print(f"  best {p}: trial {best['number']} ({best['trial_dir']}) values={best['values']} "
               f"{json.dumps(best['overrides'])}")
     if not args.no_report and summary["final"]:
         _report(study_dir)
-    return 0
+    failed = failed_pipelines(summary, list(spec.pipelines))
+    for line in failed:
+        print(f"error: {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _report(study_dir: Path) -> None:
@@ -226,11 +236,13 @@ def _trial(args: argparse.Namespace) -> int:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
-    import shutil
-
     from harness.tune.study import load_study
 
     spec = load_study("quickstart")  # ./studies/quickstart.yaml when there is one, else the shipped study
+    if args.fresh:
+        from harness.tune.paths import remove_study_dir
+
+        remove_study_dir(args.out, spec.name)
     if not (args.data / "training_metadata.xlsx").exists():
         import sys
 
@@ -238,11 +250,10 @@ def _quickstart(args: argparse.Namespace) -> int:
 
         logger.info("synthesising %d breast-ultrasound images into %s ...", args.images, args.data)
         synthesize(args.data, n_images=args.images, size=256, seed=0, progress=sys.stderr.isatty())
-    if args.fresh and args.out.exists():
-        shutil.rmtree(args.out)
     resume = (args.out / "optuna.db").exists()
     ns = argparse.Namespace(data=args.data, address=None, storage=None, no_report=False, dashboard=False,
                             command=args.command)
     code = _execute(spec, args.out, ns, resume=resume)
-    print(f"done: study in {args.out}, Table 9 in {args.out / 'report' / 'table9.md'}")
+    if code == 0:
+        print(f"done: study in {args.out}, Table 9 in {args.out / 'report' / 'table9.md'}")
     return code

@@ -35,8 +35,9 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("label", "pred_label")
 
 def _labels(pred: pd.DataFrame, column: str) -> np.ndarray:
     values = pd.to_numeric(pred[column], errors="coerce").to_numpy(dtype=float)
-    if np.isnan(values).any():
-        bad = pred[column][np.isnan(values)].iloc[0]
+    wrong = np.isnan(values) | ~np.isin(values, (0.0, 1.0, 2.0))  # 1.5 is no class (not truncated to 1)
+    if wrong.any():
+        bad = pred[column][wrong].iloc[0]
         raise ValueError(f"column {column} must hold integer labels 0-2, but got {bad!r}")
     return values.astype(np.int64)
 

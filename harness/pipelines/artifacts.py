@@ -47,8 +47,11 @@ def load_classifier(run_dir: Path) -> tuple[nn.Module, int, str, tuple[str, ...]
     record = RunDir.read_json(RunDir(run_dir).stages / f"{stage.name}.json")
     section = getattr(cfg, stage.section).model_copy(update={"pretrained": False})
     model = STAGE_KINDS[stage.kind].build(section, stage.classes, cfg.data.channels)
+    checkpoint = Path(str(record.get("checkpoint", "")))
+    if not checkpoint.is_file():  # a stage record names any path: no FIFO, device or directory is opened
+        raise DataError(f"{run_dir}: the {stage.name} checkpoint {checkpoint} is not a regular file.")
     try:
-        state = torch.load(record["checkpoint"], map_location="cpu", weights_only=True)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as e:  # a cut or tampered file: torch raises RuntimeError, UnpicklingError, EOFError ...
         where = record.get("checkpoint") if isinstance(record, dict) else None

@@ -8,6 +8,7 @@ checkpoints live in the stage store (``RUN_DIR/checkpoints`` unless a shared sto
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -83,36 +84,45 @@ def run_trial(config: RunConfig, out_dir: Path, *, data_dir: Path | None = None,
     """
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    run_dir = RunDir(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    run_dir.write_config(config)
-    info = resolve_device(config.runtime)
-    configure_torch(config.runtime, info)
-    show = show_progress(config.runtime.progress) if progress is None else progress
-    ctx = prepare(config, info, Path(store_root) if store_root else run_dir.checkpoints, data_dir=data_dir,
-                  callbacks=callbacks, progress=show, check_data=check_data)
-    write_run_manifest(out_dir, ctx, subsets=tuple(subsets), store=ctx.store.root, provenance=provenance)
-    pipeline = create_pipeline(config.pipeline)
-    stages = pipeline.train(ctx)
-    for name, stage in stages.items():
-        run_dir.write_stage(name, stage.record)
+    final_dir = RunDir(out_dir)
+    created = not out_dir.exists()
+    run_dir = final_dir.staging()  # a failed run leaves out_dir's previous outputs as they were
+    try:
+        run_dir.write_config(config)
+        info = resolve_device(config.runtime)
+        configure_torch(config.runtime, info)
+        show = show_progress(config.runtime.progress) if progress is None else progress
+        ctx = prepare(config, info, Path(store_root) if store_root else final_dir.checkpoints, data_dir=data_dir,
+                      callbacks=callbacks, progress=show, check_data=check_data)
+        write_run_manifest(run_dir.path, ctx, subsets=tuple(subsets), store=ctx.store.root, provenance=provenance)
+        pipeline = create_pipeline(config.pipeline)
+        stages = pipeline.train(ctx)
+        for name, stage in stages.items():
+            run_dir.write_stage(name, stage.record)
 
-    results: dict[str, dict[str, float | str]] = {}
-    tables = []
-    for subset, ids in (("val", ctx.split.val), ("test", ctx.split.test)):
-        if not ids or subset not in subsets:
-            continue
-        table = evaluate(ctx, pipeline.infer(ctx, stages, list(ids)), subset, out_dir)
-        tables.append(table)
-        metrics: dict[str, float | str] = {**run_metrics(table), "pipeline": config.pipeline, "subset": subset}
-        results[subset] = metrics
-        run_dir.write_metrics(subset, metrics)
-    run_dir.write_predictions(pd.concat(tables))
-    release_memory()
-    seconds = time.perf_counter() - t0
-    run_dir.write_run_info({
-        "seconds": seconds, "trained_stages": [n for n, s in stages.items() if not s.cached],
-        "device": str(info.device), "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        results: dict[str, dict[str, float | str]] = {}
+        tables = []
+        for subset, ids in (("val", ctx.split.val), ("test", ctx.split.test)):
+            if not ids or subset not in subsets:
+                continue
+            table = evaluate(ctx, pipeline.infer(ctx, stages, list(ids)), subset, run_dir.path)
+            tables.append(table)
+            metrics: dict[str, float | str] = {**run_metrics(table), "pipeline": config.pipeline, "subset": subset}
+            results[subset] = metrics
+            run_dir.write_metrics(subset, metrics)
+        run_dir.write_predictions(pd.concat(tables))
+        release_memory()
+        seconds = time.perf_counter() - t0
+        run_dir.write_run_info({
+            "seconds": seconds, "trained_stages": [n for n, s in stages.items() if not s.cached],
+            "device": str(info.device), "threads": torch.get_num_threads(),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        final_dir.publish(run_dir)
+    except BaseException:
+        shutil.rmtree(run_dir.path, ignore_errors=True)
+        if created and not any(out_dir.iterdir()):  # e.g. a dataset that failed its check: no empty run dir
+            out_dir.rmdir()
+        raise
     logger.info("run %s (pipeline %s) done in %.1fs: balanced accuracy %.3f, lesion Dice %.3f -> %s", config.name,
                 config.pipeline, seconds, results["val"].get("balanced_accuracy", np.nan),
                 results["val"].get("dice_mean", np.nan), out_dir)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from harness.metrics.registry import list_metrics
 from harness.report.ablation import COLUMNS, Ablation
-from harness.report.export import _write_sheet, fmt, fmt_p, tex_escape
+from harness.report.export import _write_sheet, fmt, fmt_p, sheet_title, spreadsheet_safe, tex_escape
 
 REF_MARK = " (ref.)"
 
@@ -125,7 +125,7 @@ def write_ablation(out_dir: Path, ab: Ablation) -> list[Path]:
     """``ablation.{csv,xlsx,md,tex}`` in ``out_dir``; returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"ablation.{ext}" for ext in ("csv", "xlsx", "md", "tex")]
-    ab.table[COLUMNS].to_csv(paths[0], index=False)
+    spreadsheet_safe(ab.table[COLUMNS]).to_csv(paths[0], index=False)
     from openpyxl import Workbook
 
     wb = Workbook()
@@ -133,7 +133,7 @@ def write_ablation(out_dir: Path, ab: Ablation) -> list[Path]:
     ws.title = "Ablation"
     _write_sheet(ws, ab.table[[*COLUMNS, "p_raw", "reference"]].astype({"level": str}))
     for k, (p, a, block) in enumerate(axis_blocks(ab)):
-        _write_sheet(wb.create_sheet(f"{k + 1} {p} {a}"[:31].replace("/", "_")), wide(block))
+        _write_sheet(wb.create_sheet(sheet_title(f"{k + 1} {p} {a}")), wide(block))
     for k, inter in enumerate(ab.interactions):
         _write_sheet(wb.create_sheet(f"Interaction {k + 1}"), inter)
     wb.save(paths[1])

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness import __version__
+from harness.errors import ConfigError
 from harness.report import details
 from harness.report import sections as S
 from harness.report.ablation import Ablation, compute_ablation
@@ -103,6 +104,56 @@ def default_out_dir(paths: list[Path]) -> Path:
     return Path(paths[0]) / "report"
 
 
+MARKER = ".harness-report"
+"""File a report directory holds: only a directory with it (or an empty or new one) is written into."""
+REPORT_FILES = frozenset({"index.html", "figures", *(f"{stem}.{ext}" for stem in ("table9", "ablation")
+                                                    for ext in ("csv", "xlsx", "md", "tex"))})
+"""What a report writes; a directory of only these (with index.html) is a report of an older harness."""
+MAX_BOOTSTRAP = 100_000
+
+
+def check_options(n_boot: int, seed: int, good_dice: float) -> None:
+    """Every option of :func:`build_report` in range, checked before anything is read or written."""
+    import math
+
+    from harness.config import SEED_MAX
+
+    problems = []
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or not 1 <= n_boot <= MAX_BOOTSTRAP:
+        problems.append(f"--bootstrap must be an integer in [1, {MAX_BOOTSTRAP}], but got {n_boot!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        problems.append(f"--seed must be an integer in [0, {SEED_MAX}], but got {seed!r}.")
+    if not isinstance(good_dice, (int, float)) or not math.isfinite(good_dice) or not 0 <= good_dice <= 1:
+        problems.append(f"--good-dice must be a number in [0, 1], but got {good_dice!r}.")
+    if problems:
+        raise ConfigError(problems)
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse to write into anything but a new or empty directory or one of our reports (marker file, or
+    only report files): a report replaces index.html, table9.* and figures/*.png of its directory."""
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise ConfigError(f"--out {out_dir}: exists and is not a directory; choose another --out.")
+    if not out_dir.exists() or (out_dir / MARKER).is_file():
+        return
+    try:
+        names = {p.name for p in out_dir.iterdir()}
+    except OSError as e:
+        raise ConfigError(f"--out {out_dir}: cannot list it ({e.strerror}).") from None
+    if names and not ("index.html" in names and names <= REPORT_FILES):
+        shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+        raise ConfigError(f"--out {out_dir}: not empty ({shown}) and not a report directory (no {MARKER}); a report "
+                          "replaces index.html, table9.* and figures/ there: choose a new or empty --out.")
+
+
+def claim_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` (checked by :func:`check_out_dir`) and mark it as a report directory."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker = out_dir / MARKER
+    if not marker.is_file():
+        marker.write_text("A report written by `harness report`; it may be rebuilt (replaced) here.\n")
+
+
 def build_report(paths: list[Path], out_dir: Path | None = None, n_boot: int = 1000, seed: int = 0,
                  subset: str = "auto", good_dice: float = 0.5, gradcam: bool = True,
                  provider: ClassifierProvider | None = None) -> ReportResult:
@@ -111,18 +162,26 @@ def build_report(paths: list[Path], out_dir: Path | None = None, n_boot: int = 1
     ``provider`` gives Grad-CAM its models and inputs (default: ``harness.pipelines.artifacts``).
     """
     t0 = time.perf_counter()
+    check_options(n_boot, seed, good_dice)
     paths = [Path(p) for p in paths]
     out_dir = Path(out_dir) if out_dir else default_out_dir(paths)
+    check_out_dir(out_dir)
     sources = load_sources(paths, subset)
     data = compute(sources, n_boot=n_boot, seed=seed, good_dice=good_dice)
     result = ReportResult(out_dir=out_dir)
-    result.files += write_table9(out_dir, data.table9, data.tests, data.sheets, data.caption)
-    if data.ablation is not None:
-        result.files += write_ablation(out_dir, data.ablation)
-    logger.info("Table 9 written (%.1f s); drawing figures", time.perf_counter() - t0)
-    if gradcam and provider is None:
-        provider = default_provider()
-    result.files.append(write_html(out_dir, data, result, provider, gradcam))
+    try:
+        claim_out_dir(out_dir)
+        result.files += write_table9(out_dir, data.table9, data.tests, data.sheets, data.caption)
+        if data.ablation is not None:
+            result.files += write_ablation(out_dir, data.ablation)
+        logger.info("Table 9 written (%.1f s); drawing figures", time.perf_counter() - t0)
+        if gradcam and provider is None:
+            provider = default_provider()
+        result.files.append(write_html(out_dir, data, result, provider, gradcam))
+    except OSError as e:  # a full disk, no permission, --out under a file
+        where = e.filename or out_dir
+        raise ConfigError(f"--out {out_dir}: cannot write the report ({where}: {e.strerror or e}); free space or "
+                          "choose another --out.") from None
     result.seconds = time.perf_counter() - t0
     return result
 

@@ -213,10 +213,52 @@ def table9_latex(table: pd.DataFrame, cap: str = "") -> str:
 # xlsx
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""A spreadsheet reads a text cell starting with one of these as a formula (CSV injection)."""
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def neutralise(value):
+    """A text that a spreadsheet would run as a formula (``=1+2``, ``@SUM(..)``, ``+cmd|..``) gets a leading
+    ``'`` (shown as text, OWASP's advice for CSV exports); numbers and other values are returned as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _is_number(value):
+        return "'" + value
+    return value
+
+
+def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every text cell and column name passed through :func:`neutralise` (for CSV exports)."""
+    out = df.rename(columns=lambda c: neutralise(str(c)) if isinstance(c, str) else c)
+    for col in out.columns:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
+            out[col] = out[col].map(neutralise)
+    return out
+
+
 def _xlsx_table9_columns(table: pd.DataFrame) -> list[str]:
     """Each paper column right after ours, then the uncertainty columns."""
     first = ["metric"] + [c for p in pipelines_of(table) for c in (p, f"paper_{p}") if c in table.columns]
     return first + [c for c in table.columns if c not in first]
+
+
+def _text_cell(ws, row: int, column: int, text: str):
+    """A cell holding ``text`` as a string, never as a formula (openpyxl makes "=..." a formula)."""
+    c = ws.cell(row=row, column=column)
+    c.value = text
+    c.data_type = "s"
+    return c
+
+
+def sheet_title(text: str) -> str:
+    """A valid worksheet title: at most 31 characters, none of ``[]:*?/\\``."""
+    return ("".join("_" if ch in "[]:*?/\\" else ch for ch in str(text))[:31]).strip("'") or "Sheet"
 
 
 def _write_sheet(ws, df: pd.DataFrame, formats: dict[str, str] | None = None, row_formats=None) -> None:
@@ -226,7 +268,7 @@ def _write_sheet(ws, df: pd.DataFrame, formats: dict[str, str] | None = None, ro
     formats = formats or {}
     header_fill = PatternFill("solid", fgColor="DDE4EE")
     for j, col in enumerate(df.columns, start=1):
-        c = ws.cell(row=1, column=j, value=str(col))
+        c = _text_cell(ws, 1, j, str(col))
         c.font = Font(bold=True)
         c.fill = header_fill
         c.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
@@ -235,7 +277,9 @@ def _write_sheet(ws, df: pd.DataFrame, formats: dict[str, str] | None = None, ro
             v = rec[col]
             if hasattr(v, "item"):
                 v = v.item()
-            c = ws.cell(row=i, column=j, value=None if _nan(v) else v)
+            if v is not None and not isinstance(v, (int, float, str)):  # a list, dict, date...: shown as text
+                v = str(v)
+            c = _text_cell(ws, i, j, v) if isinstance(v, str) else ws.cell(i, j, value=None if _nan(v) else v)
             fmt_code = (row_formats(rec, col) if row_formats else None) or formats.get(col)
             if fmt_code and isinstance(v, (int, float)) and not isinstance(v, bool):
                 c.number_format = fmt_code
@@ -274,7 +318,7 @@ def write_xlsx(path: Path, table: pd.DataFrame, sheets: dict[str, pd.DataFrame])
     for name, df in sheets.items():
         if df is None or df.empty:
             continue
-        _write_sheet(wb.create_sheet(name[:31]), df, _float_formats(df))
+        _write_sheet(wb.create_sheet(sheet_title(name)), df, _float_formats(df))
     wb.save(path)
     return path
 
@@ -287,7 +331,7 @@ def write_table9(out_dir: Path, table: pd.DataFrame, tests: pd.DataFrame, sheets
     """table9.csv / .xlsx / .md / .tex in ``out_dir``; returns the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv = out_dir / "table9.csv"
-    table.to_csv(csv, index=False)
+    spreadsheet_safe(table).to_csv(csv, index=False)
     md = out_dir / "table9.md"
     title = " vs ".join(pipelines_of(table)) if len(pipelines_of(table)) == 2 else "pairwise, Holm over pairs"
     md.write_text(table9_markdown(table, cap) + f"\n**Paired tests ({title})**\n\n" + tests_markdown(tests))
@@ -297,5 +341,6 @@ def write_table9(out_dir: Path, table: pd.DataFrame, tests: pd.DataFrame, sheets
     return [csv, xlsx, md, tex]
 
 
-__all__ = ["write_table9", "table9_markdown", "table9_latex", "tests_markdown", "write_xlsx", "fmt", "fmt_p",
+__all__ = ["write_table9", "neutralise", "spreadsheet_safe", "sheet_title", "table9_markdown", "table9_latex",
+           "tests_markdown", "write_xlsx", "fmt", "fmt_p",
            "tex_escape", "caption", "value_and_ci", "rows_by_name", "shown_p_columns", "paper_pipelines", "p_header"]

@@ -31,6 +31,9 @@ STYLE: dict[RcKeyType, Any] = {
     "font.family": "DejaVu Sans", "font.size": 9, "axes.titlesize": 10, "axes.titleweight": "bold",
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
     "legend.frameon": False, "figure.dpi": 110,
+    # every text on a report figure is literal: run names, image ids and study names come from data, and
+    # "$...$" in one would otherwise be parsed as math text (and an unbalanced one kills the report)
+    "text.parse_math": False,
 }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 
 from harness.config import validate_run_config
 from harness.errors import ConfigError, DataError
@@ -67,9 +68,19 @@ def is_study_dir(path: Path) -> bool:
 
 
 def _read_config(run_dir: RunDir) -> dict[str, Any]:
+    """The run's config: validated, or (an older or newer schema) its raw fields, whose sections must
+    still be mappings."""
+    from harness.config import RunConfig
+
     raw = run_dir.read_config()
     if not raw:
         return {}
+    for key, value in raw.items():
+        field = RunConfig.model_fields.get(str(key))
+        section = field is not None and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        if section and not isinstance(value, dict):
+            raise DataError(f"{run_dir.config}: {key} must be a mapping of fields, but got {value!r}; re-run "
+                            "`harness run` to rewrite it.")
     try:
         return validate_run_config(raw, str(run_dir.config)).to_dict()
     except ConfigError as e:  # an older/newer schema: the report only needs a few fields
@@ -77,11 +88,34 @@ def _read_config(run_dir: RunDir) -> dict[str, Any]:
         return raw
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _clean_stage(path: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """A stage record as the training figures use it: ``history`` a list of per-epoch mappings of numbers,
+    ``best_epoch`` a number, ``metric_name`` text; anything else is dropped with a warning (the report's
+    curves are a view of the run, not a reason to refuse it)."""
+    out = dict(record)
+    history = out.get("history")
+    if history is not None:
+        rows = history if isinstance(history, list) else None
+        if rows is None or not all(isinstance(r, dict) and all(_number(v) or v is None for v in r.values())
+                                   for r in rows):
+            logger.warning("%s: 'history' is not a list of per-epoch numbers; no training curve for this stage", path)
+            out.pop("history")
+    if "best_epoch" in out and not _number(out["best_epoch"]):
+        out.pop("best_epoch")
+    if "metric_name" in out:
+        out["metric_name"] = str(out["metric_name"])
+    return out
+
+
 def _read_stages(run_dir: RunDir) -> dict[str, dict[str, Any]]:
     out = {}
     for p in sorted(run_dir.stages.glob("*.json")):
         try:
-            out[p.stem] = RunDir.read_json(p)
+            out[p.stem] = _clean_stage(p, RunDir.read_json(p))
         except DataError as e:
             logger.warning("skipping stage file: %s", e.problems[0])
     return out
@@ -133,7 +167,11 @@ def load_run(run_dir: Path, subset: str = "auto") -> RunData:
     if pipeline not in pipeline_names():
         raise DataError(f"{run_dir}: cannot tell the pipeline (config.yaml/metrics.json 'pipeline' is {pipeline!r}, "
                         f"expected one of {', '.join(pipeline_names())}).")
-    seed = (config.get("runtime") or {}).get("seed")
+    runtime = config.get("runtime")
+    seed = runtime.get("seed") if isinstance(runtime, dict) else None
+    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool)):
+        raise DataError(f"{rd.config}: runtime.seed must be an integer, but got {seed!r}; re-run `harness run` "
+                        "to rewrite it.")
     table = _read_predictions(run_dir / "predictions.csv")
     chosen = pick_subset([table], subset)
     rows = table[table["subset"] == chosen].sort_values("image_id", kind="stable").reset_index(drop=True)
@@ -146,7 +184,10 @@ def load_run(run_dir: Path, subset: str = "auto") -> RunData:
     except ValueError as e:
         raise DataError(f"{run_dir / 'predictions.csv'}: {e}.") from None
     stored_ba = stored.get("balanced_accuracy") if chosen == "val" else None
-    if stored_ba is not None and not np.isclose(stored_ba, metrics["balanced_accuracy"], atol=1e-6, equal_nan=True):
+    if stored_ba is not None and not _number(stored_ba):
+        logger.warning("%s: balanced_accuracy is %r, not a number; the report uses predictions.csv",
+                       rd.metrics("val"), stored_ba)
+    elif stored_ba is not None and not np.isclose(stored_ba, metrics["balanced_accuracy"], atol=1e-6, equal_nan=True):
         logger.warning("%s: metrics.json disagrees with predictions.csv (balanced accuracy %.4f vs %.4f); "
                        "the report uses predictions.csv", run_dir, stored_ba, metrics["balanced_accuracy"])
     return RunData(path=run_dir.resolve(), name=run_dir.name, pipeline=pipeline, seed=seed, subset=chosen,

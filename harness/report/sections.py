@@ -175,7 +175,7 @@ def runs_section(data, files: list[Path], out_dir: Path) -> Section:
                               "One row per run (every metric is in table9.xlsx, sheet Per-run)."))
         paths = ", ".join(str(p) for p in per_run["path"])
         s.blocks.append(paragraph(f"Run directories: {paths}"))
-    links = "".join(f'<li><a href="{f.relative_to(out_dir).as_posix()}">{f.name}</a></li>' for f in files
+    links = "".join(f'<li><a href="{esc(f.relative_to(out_dir).as_posix())}">{esc(f.name)}</a></li>' for f in files
                     if f.is_relative_to(out_dir))
     s.blocks.append(f'<h3>Files</h3><ul class="files">{links}</ul>')
     return s
@@ -212,7 +212,7 @@ def study_section(study_dir: Path, fig_dir: Path) -> tuple[Section, list[str]]:
         return s, notes
     for k, summ in enumerate(summaries):
         if len(summaries) > 1:
-            s.blocks.append(f"<h3>{summ.name}</h3>")
+            s.blocks.append(f"<h3>{esc(summ.name)}</h3>")  # a name from optuna.db is data, never markup
         counts = ST.state_counts(summ)
         if not counts.empty:
             s.blocks.append(table(counts, caption="Trials per pipeline and state (PRUNED: stopped early by ASHA)."))

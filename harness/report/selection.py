@@ -33,19 +33,23 @@ def selected_trials(db: Path, trials_dir: Path | None = None) -> tuple[str, dict
     per pipeline). Per-fold values come from the trial's user attributes, else from the
     ``folds.json`` of its directory under ``trials_dir``.
     """
+    from harness.tune.storage import open_readonly, reading
+
+    storage = open_readonly(Path(db))  # the report never writes to the study's database
+    with reading(str(db)):
+        return _selected(storage, trials_dir)
+
+
+def _selected(storage, trials_dir: Path | None) -> tuple[str, dict[str, dict[str, Any]]]:
     import optuna
 
     from harness.tune.folds import FOLD_STD, FOLD_VALUES, read_folds
 
-    url = f"sqlite:///{Path(db).resolve()}"
-    try:
-        names = optuna.get_all_study_names(storage=url)
-    except Exception as e:  # noqa: BLE001 - sqlalchemy raises many types for a broken file
-        raise DataError(f"{db}: cannot read the Optuna storage ({type(e).__name__}: {e}).") from None
+    names = optuna.get_all_study_names(storage=storage)
     metric = "objective"
     best: dict[str, dict[str, Any]] = {}
     for name in names:
-        study = optuna.load_study(study_name=name, storage=url)
+        study = optuna.load_study(study_name=name, storage=storage)
         objectives = (study.user_attrs.get("spec") or {}).get("objectives") or [{}]
         metric = str(objectives[0].get("metric") or metric)
         sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1

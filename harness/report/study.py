@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.errors import DataError
 from harness.report.figures import color as pipeline_color
 from harness.report.figures import styled, subplots
 from harness.tune.space import SIMPLEX_PREFIX
@@ -134,16 +133,21 @@ def load_study_summaries(study_dir: Path) -> list[StudySummary]:
 
 
 def _summaries(db: Path) -> list[StudySummary]:
+    """Read-only: the report never writes to (nor creates tables in) the file it is given."""
+    from harness.tune.storage import open_readonly, reading
+
+    storage = open_readonly(db)
+    with reading(str(db)):
+        return _read_summaries(storage)
+
+
+def _read_summaries(storage) -> list[StudySummary]:
     import optuna
 
-    url = f"sqlite:///{db.resolve()}"
-    try:
-        names = optuna.get_all_study_names(storage=url)
-    except Exception as e:  # noqa: BLE001 - sqlalchemy raises many types for a broken file
-        raise DataError(f"{db}: cannot read the Optuna storage ({type(e).__name__}: {e}).") from None
+    names = optuna.get_all_study_names(storage=storage)
     groups: dict[str, list] = {}  # study name -> its Optuna studies (one per pipeline, or one legacy study)
     for name in names:
-        study = optuna.load_study(study_name=name, storage=url)
+        study = optuna.load_study(study_name=name, storage=storage)
         parent = study.user_attrs.get("study") if study.user_attrs.get("pipeline") else None
         groups.setdefault(str(parent or name), []).append(study)
     out = []

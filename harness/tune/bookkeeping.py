@@ -21,19 +21,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.tune.space import grid_points, grid_size
+from harness.tune.storage import open_storage as open_storage  # re-exported: callers open storages here
 from harness.tune.study import StudySpec
 
 INTERRUPTED = "interrupted"
 """User attribute of a trial that was RUNNING when its driver died (FAIL, but not the trial's fault)."""
 RETRY_OF = "retry_of"
 """User attribute of a trial enqueued again after an interruption: the number of the interrupted one."""
-
-
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An RDB storage object (OptunaSearch needs an object, not a URL); SQLite waits for its lock
-    instead of failing when trials and the driver write at once."""
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
 def pipeline_study_name(study: str, pipeline: str) -> str:

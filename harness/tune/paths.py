@@ -33,7 +33,9 @@ class StudyPaths:
     @property
     def storage_url(self) -> str:
         """The default Optuna storage: SQLite next to the trials (``--storage`` may point elsewhere)."""
-        return f"sqlite:///{self.db.resolve()}"
+        from harness.tune.storage import sqlite_url
+
+        return sqlite_url(self.db)
 
     @property
     def trials(self) -> Path:
@@ -81,3 +83,44 @@ class StudyPaths:
 def trial_dir_name(pipeline: str, number: int) -> str:
     """``<pipeline>-<number>`` (3 digits, so that ``ls`` sorts them): trial ``number`` of ``<study>:<pipeline>``."""
     return f"{pipeline}-{number:03d}"
+
+
+STUDY_ENTRIES = frozenset({"study.yaml", "optuna.db", "optuna.db-journal", "optuna.db-wal", "optuna.db-shm", "trials",
+                           "final", "stage_cache", "ray", "wandb", "report", "manifest.json"})
+"""What a study directory holds (the layout above, with SQLite's sidecar files); ``quickstart --fresh`` deletes
+nothing else."""
+
+
+def remove_study_dir(path: Path, name: str) -> None:
+    """Delete ``path`` when it is recognisably the study ``name``'s directory: only study entries, and its
+    study.yaml names the study (or, a study stopped before writing it, there is an optuna.db). Anything
+    else is refused with one line: ``--fresh`` must never delete a directory it did not make."""
+    import shutil
+
+    import yaml
+
+    from harness.errors import ConfigError
+
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise ConfigError(f"--out {path}: not a directory; --fresh deletes only a quickstart study directory.")
+    entries = {p.name for p in path.iterdir()}
+    if not entries:
+        return
+    recorded = None
+    if (path / "study.yaml").is_file():
+        try:
+            raw = yaml.safe_load((path / "study.yaml").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            raw = None
+        recorded = raw.get("name") if isinstance(raw, dict) else None
+    ours = entries <= STUDY_ENTRIES and (recorded == name or (recorded is None and "study.yaml" not in entries
+                                                             and "optuna.db" in entries))
+    if not ours:
+        foreign = sorted(entries - STUDY_ENTRIES)
+        why = (f"it holds {', '.join(foreign[:3])}" if foreign
+               else f"its study.yaml names study {recorded!r}, not {name!r}")
+        raise ConfigError(f"--out {path}: not a {name} study directory ({why}); --fresh deletes only that. "
+                          "Choose another --out or remove it yourself.")
+    shutil.rmtree(path)

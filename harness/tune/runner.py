@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from harness.tune.bookkeeping import (
     trial_budgets,
 )
 from harness.tune.paths import StudyPaths
+from harness.tune.storage import redact_url
 from harness.tune.study import StudySpec
 
 if TYPE_CHECKING:
@@ -60,21 +62,24 @@ def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None,
     injection of :mod:`harness.tune.testing`). Returns a summary dict: study name, storage,
     finished trials (in all and per pipeline), seconds, best trial per pipeline, final run dirs.
     """
+    import ray
+
     from harness.tune.tuner import cuda_available, final_tuner, init_ray, search_tuner
 
     paths = StudyPaths(Path(study_dir))
     paths.root.mkdir(parents=True, exist_ok=True)
     url = storage_url or paths.storage_url
+    shown = redact_url(url)
     with quiet_optuna():
-        storage = open_storage(url)
+        storage = open_storage(url, None if storage_url else str(paths.db))
         if is_legacy(spec, storage):
-            raise ConfigError(f"{paths.root}: study {spec.name} in {url} was written by an older harness (one Optuna "
-                              f"study for all pipelines); `harness study status` and `harness report` still read it, "
-                              f"but it cannot be resumed: start it again with another --out.")
+            raise ConfigError(f"{paths.root}: study {spec.name} in {shown} was written by an older harness (one "
+                              f"Optuna study for all pipelines); `harness study status` and `harness report` still "
+                              f"read it, but it cannot be resumed: start it again with another --out.")
         existing = load_studies(spec, storage)
         if existing and not resume:
             n = sum(len(s.trials) for s in existing.values())
-            raise ConfigError(f"{paths.root}: study {spec.name} already has {n} trials in {url}; "
+            raise ConfigError(f"{paths.root}: study {spec.name} already has {n} trials in {shown}; "
                               f"pass --resume to continue it, or choose another --out.")
         data_root = prepare_data(spec, data_dir)
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"dir": data_root})})
@@ -91,26 +96,37 @@ def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None,
 
             mode = wandb_mode(spec.wandb.mode) or f"WANDB_MODE={os.environ.get('WANDB_MODE')}"
             logger.info("W&B: %s runs in project %s", mode, spec.wandb.project)
+        started_ray = not ray.is_initialized()
         init_ray(address, ray_init, dashboard=dashboard)
         write_study_manifest(paths, spec, storage_url=url, command=command)
         cuda = cuda_available()
+        check_resources(spec, cuda)
         t0 = time.perf_counter()
-        if sum(remaining.values()) > 0:
-            logger.info("study %s: %s trial(s) to run (%s sampler, %s scheduler, %s per trial)", spec.name,
-                        ", ".join(f"{p} {n}" for p, n in remaining.items()), spec.sampler, spec.scheduler.type,
-                        spec.resources.per_trial(cuda))
-            search_tuner(spec, paths, storage=storage, done=done, data_dir=data_root, cuda=cuda,
-                         epoch_hooks=epoch_hooks, run_uid=uid).fit()
-        studies = load_studies(spec, storage)
-        best = best_trials(studies.values(), spec)
-        runs = final_runs(spec, best, paths.final) if (spec.final.enabled if final is None else final) else []
-        if runs:
-            final_tuner(spec, paths, runs, data_dir=data_root, cuda=cuda, epoch_hooks=epoch_hooks, run_uid=uid).fit()
+        errors: dict[str, str] = {}
+        try:
+            with interrupt_raises():
+                if sum(remaining.values()) > 0:
+                    logger.info("study %s: %s trial(s) to run (%s sampler, %s scheduler, %s per trial)", spec.name,
+                                ", ".join(f"{p} {n}" for p, n in remaining.items()), spec.sampler,
+                                spec.scheduler.type, spec.resources.per_trial(cuda))
+                    grid = search_tuner(spec, paths, storage=storage, done=done, data_dir=data_root, cuda=cuda,
+                                        epoch_hooks=epoch_hooks, run_uid=uid).fit()
+                    errors = trial_errors(grid)
+                studies = load_studies(spec, storage)
+                best = best_trials(studies.values(), spec)
+                runs = final_runs(spec, best, paths.final) if (spec.final.enabled if final is None else final) else []
+                if runs:
+                    final_tuner(spec, paths, runs, data_dir=data_root, cuda=cuda, epoch_hooks=epoch_hooks,
+                                run_uid=uid).fit()
+        except KeyboardInterrupt:
+            stop_interrupted(spec, storage, started_ray)
+            raise
         finished = {p: count_finished(s) for p, s in studies.items()}
-        return {"study": spec.name, "storage": url, "finished": sum(finished.values()),
+        return {"study": spec.name, "storage": shown, "finished": sum(finished.values()),
                 "finished_per_pipeline": finished, "seconds": time.perf_counter() - t0,
                 "best": {p: {"number": t.number, "values": t.values, "overrides": t.user_attrs.get("overrides"),
                              "trial_dir": str(paths.trial_of(t.user_attrs) or "")} for p, t in best.items()},
+                "states": {p: state_counts(s) for p, s in studies.items()}, "errors": errors,
                 "final": [str(paths.final / r["dir"] if r.get("dir") else paths.final_run(r["pipeline"], r["seed"]))
                           for r in runs]}
 
@@ -132,6 +148,69 @@ def publish_study_report(study_dir: Path, report_dir: Path) -> str | None:
     return publish_report(project=spec.wandb.project, entity=spec.wandb.entity, group=spec.name,
                           mode=spec.wandb.mode, run_id=stable_run_id(uid, "report"), report_dir=report_dir,
                           directory=paths.wandb)
+
+
+@contextlib.contextmanager
+def interrupt_raises() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt in the driver. Ray Tune's own SIGINT handler would end the search
+    quietly and return as if it had finished, and the study would go on to its final runs with the
+    trials it has; the Optuna database, not Ray's experiment state, is what a resume continues."""
+    key = "TUNE_DISABLE_SIGINT_HANDLER"
+    previous = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
+
+
+def stop_interrupted(spec: StudySpec, storage: optuna.storages.BaseStorage, started_ray: bool) -> None:
+    """After Ctrl-C: stop the trials (Ray shut down, when the study started it) and record their Optuna
+    trials as interrupted and queued again, so that ``harness study resume`` runs them once more."""
+    import ray
+
+    logger.warning("interrupted: stopping the running trials ...")
+    if started_ray:
+        ray.shutdown()
+    try:
+        reconcile(spec, storage)
+    except Exception as e:  # noqa: BLE001 - a resume reconciles again; the interrupt must still reach the user
+        logger.warning("could not mark the interrupted trials yet (%s); `harness study resume` will", e)
+
+
+def check_resources(spec: StudySpec, cuda: bool) -> None:
+    """Refuse a study whose per-trial resources no live node of the Ray cluster has (Ray would wait forever)."""
+    import ray
+
+    need = spec.resources.per_trial(cuda)
+    nodes: list[dict[str, float]] = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(n.get("CPU", 0) >= need["cpu"] and n.get("GPU", 0) >= need["gpu"] for n in nodes):
+        return
+    largest: dict[str, float] = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+    raise ConfigError(f"resources: each trial needs {need['cpu']:g} CPU and {need['gpu']:g} GPU, but no node of the "
+                      f"Ray cluster has that (the largest has {largest.get('CPU', 0):g} CPU, "
+                      f"{largest.get('GPU', 0):g} GPU); lower resources.cpu/gpu in the study or add a node.")
+
+
+def trial_errors(grid: Any) -> dict[str, str]:
+    """Pipeline -> the last line of the first error of its failed trials (what ``study run`` reports when a
+    pipeline has no complete trial)."""
+    out: dict[str, str] = {}
+    for result in grid:
+        if result.error is None:
+            continue
+        pipeline = str((result.config or {}).get("_pipeline", "?"))
+        lines = [line.strip() for line in str(result.error).splitlines() if line.strip()]
+        out.setdefault(pipeline, lines[-1] if lines else type(result.error).__name__)
+    return out
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    """Trials of one Optuna study by state name (COMPLETE, PRUNED, FAIL, ...)."""
+    return dict(Counter(t.state.name for t in study.get_trials(deepcopy=False)))
 
 
 def final_runs(spec: StudySpec, best: dict[str, FrozenTrial], final_dir: Path | None = None) -> list[dict[str, Any]]:
@@ -184,3 +263,18 @@ def quiet_optuna() -> Iterator[None]:
         yield
     finally:
         optuna.logging.set_verbosity(previous)
+
+
+def failed_pipelines(summary: dict, pipelines: list[str]) -> list[str]:
+    """One line per pipeline without a complete trial: its trials by state and the first error seen."""
+    lines = []
+    for p in pipelines:
+        if p in summary["best"]:
+            continue
+        states = (summary.get("states") or {}).get(p) or {}
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "no trials"
+        error = (summary.get("errors") or {}).get(p)
+        why = f"; first error: {error}" if error else ""
+        lines.append(f"pipeline {p}: no complete trial ({counts}){why}; see `harness study status` and the trials' "
+                     "error.txt under STUDY_DIR/ray/.")
+    return lines

@@ -19,10 +19,14 @@ import math
 from itertools import product
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from harness.config import Strict
+
+MAX_PARAM_VALUES = 1_000_000
+"""Most values a stepped parameter may take (its grid and W&B ``values`` are lists of them)."""
+MAX_GRID = 100_000
+"""Most configurations a grid-sampler study may have (each is a trial)."""
 
 PIPELINE_PARAM = "pipeline"
 SIMPLEX_PREFIX = "simplex."
@@ -63,6 +67,15 @@ class _Param(Strict):
         """Values a study checks before any trial starts (each must give a valid run config)."""
         raise NotImplementedError
 
+    def size(self) -> int | None:
+        """How many values :meth:`grid` gives (counted, not built), or None when it cannot be gridded."""
+        raise NotImplementedError
+
+
+def _listable(n: int | None) -> bool:
+    """Whether a parameter's values are few enough to be listed (a grid axis, W&B ``values``)."""
+    return n is not None and n <= MAX_PARAM_VALUES
+
 
 class FloatParam(_Param):
     type: Literal["float"]
@@ -79,17 +92,26 @@ class FloatParam(_Param):
             raise ValueError("log=true needs low > 0 and no step")
         return self
 
+    def size(self) -> int | None:
+        if self.step is None:
+            return None
+        return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+
     def suggest(self, trial: Any, name: str) -> float:
         value = trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
         return round(value, 10) if self.step is not None else value  # 0.6000000000000001 -> 0.6
 
     def grid(self) -> list[float]:
-        if self.step is None:
+        n = self.size()
+        if n is None or self.step is None:
             raise ValueError("a float parameter needs a step to be gridded")
-        n = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        if not _listable(n):
+            raise ValueError(f"the step gives {n} values (at most {MAX_PARAM_VALUES} in a grid); use a coarser step")
         return [round(self.low + i * self.step, 10) for i in range(n)]
 
     def wandb(self) -> dict[str, Any]:
+        if self.step is not None and not _listable(self.size()):
+            return {"distribution": "q_uniform", "min": self.low, "max": self.high, "q": self.step}
         if self.step is not None:
             return {"values": self.grid()}
         return {"distribution": "log_uniform_values" if self.log else "uniform", "min": self.low, "max": self.high}
@@ -109,17 +131,27 @@ class IntParam(_Param):
     def _range(self) -> IntParam:
         if not self.low <= self.high:
             raise ValueError(f"low must be <= high, but got low={self.low}, high={self.high}")
+        if self.log and (self.low < 1 or self.step != 1):
+            raise ValueError(f"log=true needs low >= 1 and step 1, but got low={self.low}, step={self.step}")
         return self
+
+    def size(self) -> int:
+        return (self.high - self.low) // self.step + 1
 
     def suggest(self, trial: Any, name: str) -> int:
         return trial.suggest_int(name, self.low, self.high, log=self.log, step=self.step)
 
     def grid(self) -> list[int]:
+        if not _listable(self.size()):
+            raise ValueError(f"{self.size()} values (at most {MAX_PARAM_VALUES} in a grid); use a larger step")
         return list(range(self.low, self.high + 1, self.step))
 
     def wandb(self) -> dict[str, Any]:
         if self.step == 1 and not self.log:
             return {"distribution": "int_uniform", "min": self.low, "max": self.high}
+        if not _listable(self.size()):
+            return {"distribution": "q_log_uniform_values" if self.log else "q_uniform", "min": self.low,
+                    "max": self.high, "q": self.step}
         return {"values": self.grid()}
 
     def extremes(self) -> list[Any]:
@@ -141,6 +173,9 @@ class CategoricalParam(_Param):
 
     def extremes(self) -> list[Any]:
         return list(self.choices)
+
+    def size(self) -> int:
+        return len(self.choices)
 
 
 Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
@@ -204,9 +239,13 @@ def suggest(space: SearchSpace, trial: Any, pipelines: list[str]) -> tuple[str, 
 
 
 def grid(space: SearchSpace, pipelines: list[str]) -> dict[str, list[Any]]:
-    """The search space as an Optuna GridSampler grid (simplexes cannot be gridded)."""
+    """The search space as an Optuna GridSampler grid (simplexes cannot be gridded); its size is
+    checked (counted) before any list is built."""
     if space.simplex:
         raise ValueError("a simplex cannot be searched with the grid sampler; use tpe or random")
+    n = grid_size(space, pipelines)
+    if n > MAX_GRID:
+        raise ValueError(f"the grid has {n} configurations (at most {MAX_GRID}); use coarser steps or fewer values")
     g: dict[str, list[Any]] = {PIPELINE_PARAM: list(pipelines)} if len(pipelines) > 1 else {}
     g.update({name: p.grid() for name, p in space.params.items()})
     return g
@@ -216,8 +255,10 @@ def grid_size(space: SearchSpace, pipelines: list[str]) -> int:
     """Distinct configurations of a grid, honouring ``when`` (a B-only axis does not multiply A)."""
     total = 0
     for pipeline in pipelines:
-        axes = [p.grid() for p in space.params.values() if p.applies(pipeline)]
-        total += int(np.prod([len(a) for a in axes])) if axes else 1
+        counts = [p.size() for p in space.params.values() if p.applies(pipeline)]
+        if any(n is None for n in counts):
+            raise ValueError("a float parameter needs a step to be gridded")
+        total += math.prod(n for n in counts if n is not None)
     return total
 
 

@@ -11,16 +11,31 @@ import pandas as pd
 from harness.errors import ConfigError
 from harness.tune.bookkeeping import best_trials, load_studies, open_storage, trial_budgets
 from harness.tune.paths import StudyPaths
+from harness.tune.storage import open_readonly, reading, redact_url
 from harness.tune.study import StudySpec
 
 
 def load_spec(study_dir: Path) -> StudySpec:
+    """The resolved spec a study run saved in ``STUDY_DIR/study.yaml``; any problem is a :class:`ConfigError`."""
+    import yaml
+    from pydantic import ValidationError
+
+    from harness.config import format_validation_error, read_text
+
     path = StudyPaths(Path(study_dir)).spec
     if not path.is_file():
         raise ConfigError(f"{study_dir}: no study.yaml there; is this a study directory (harness study run --out)?")
-    import yaml
-
-    return StudySpec.model_validate(yaml.safe_load(path.read_text()))
+    try:
+        raw = yaml.safe_load(read_text(path))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({getattr(e, 'problem', e)}).") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected the mapping of study fields a study run writes, but got "
+                          f"{type(raw).__name__}.")
+    try:
+        return StudySpec.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, StudySpec, str(path))) from None
 
 
 def study_table(study_dir: Path, storage_url: str | None = None) -> tuple[pd.DataFrame, dict]:
@@ -30,10 +45,16 @@ def study_table(study_dir: Path, storage_url: str | None = None) -> tuple[pd.Dat
     paths = StudyPaths(Path(study_dir))
     if storage_url is None and not paths.db.exists():
         raise ConfigError(f"{paths.db}: no Optuna storage yet; start the study with `harness study run`.")
-    storage = open_storage(storage_url or paths.storage_url)
-    studies = load_studies(spec, storage)
+    storage = open_storage(storage_url) if storage_url else open_readonly(paths.db)  # status never writes
+    shown = redact_url(storage_url) if storage_url else str(paths.db)
+    with reading(shown):
+        return _table(spec, load_studies(spec, storage), shown, paths)
+
+
+def _table(spec: StudySpec, studies: dict, shown: str, paths: StudyPaths) -> tuple[pd.DataFrame, dict]:
+    """The table of :func:`study_table` from the loaded Optuna studies (``shown`` names the storage)."""
     if not studies:
-        raise ConfigError(f"{storage_url or paths.db}: no study named {spec.name} "
+        raise ConfigError(f"{shown}: no study named {spec.name} "
                           f"(nor its per-pipeline studies {spec.name}:<pipeline>).")
     rows = []
     for study in studies.values():

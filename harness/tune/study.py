@@ -10,7 +10,18 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from harness import resources as bundled
-from harness.config import RunConfig, Strict, apply_overrides, format_validation_error, resolve_config_source
+from harness.config import (
+    SEED_MAX,
+    RunConfig,
+    Seed,
+    Strict,
+    apply_overrides,
+    check_name,
+    field_problem,
+    format_validation_error,
+    read_text,
+    resolve_config_source,
+)
 from harness.errors import ConfigError, did_you_mean
 from harness.pipelines.registry import get_pipeline, pipeline_names, require_registered
 from harness.tune.space import SearchSpace, grid, grid_size
@@ -64,7 +75,7 @@ class FinalSpec(Strict):
     """
 
     enabled: bool = True
-    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
     mode: Literal["best", "levels"] = "best"
     reference: dict[str, Any] = Field(
         default_factory=dict, description="dotted fields of the reference configuration (default: the base preset)")
@@ -78,7 +89,7 @@ class StudyData(Strict):
     split: str = "study"
     val_fraction: float = Field(0.2, gt=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1, description="held out: select on val, report on test")
-    split_seed: int = 42
+    split_seed: Seed = 42
     group_duplicates: bool = Field(False, description="keep near-duplicate images in one subset (when the split "
                                    "is created); BUSI needs it")
 
@@ -101,7 +112,7 @@ class WandbSpec(Strict):
 
 
 class StudySpec(Strict):
-    name: str
+    name: str = Field(description="names the study directory runs/studies/<name> and its Optuna studies")
     description: str = ""
     pipelines: list[str] = Field(default_factory=lambda: ["a", "b"], min_length=1,
                                  description="registered pipelines (task orders) to compare, in report order")
@@ -117,7 +128,7 @@ class StudySpec(Strict):
                           "default: `trials` split equally")
     time_budget_minutes: float | None = Field(None, gt=0)
     sampler: Literal["tpe", "random", "grid"] = "tpe"
-    seed: int = 42
+    seed: Seed = Field(42, description="sampler seed; pipeline k's sampler uses seed + k")
     scheduler: SchedulerSpec = SchedulerSpec()
     resources: ResourceSpec = ResourceSpec()
     max_concurrent: int | None = Field(None, ge=1)
@@ -136,6 +147,11 @@ class StudySpec(Strict):
 
             load_plugins([str(p) for p in raw["plugins"]])
         return raw
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return check_name(value)
 
     @field_validator("pipelines")
     @classmethod
@@ -156,8 +172,11 @@ class StudySpec(Strict):
         if missing:
             raise ValueError(f"base has no config for pipeline(s) {missing}; "
                              f"add e.g. base: {{{missing[0]}: tiny-{missing[0]}}}")
+        if self.seed + len(self.pipelines) - 1 > SEED_MAX:
+            raise ValueError(f"seed + (number of pipelines - 1) must be <= {SEED_MAX} (pipeline k's sampler uses "
+                             f"seed + k), but got seed={self.seed}")
         if self.sampler == "grid":
-            grid(self.search_space, list(self.pipelines))  # raises for simplexes / steps missing
+            grid(self.search_space, list(self.pipelines))  # raises for simplexes, missing steps, too big a grid
         elif self.trials is None and self.trials_per_pipeline is None:
             raise ValueError(f"trials (or trials_per_pipeline) must be set for the {self.sampler} sampler")
         self._check_trials_per_pipeline()
@@ -214,7 +233,10 @@ def _load_space(value: Any, study_path: Path) -> Any:
     shipped = bundled.path(bundled.SEARCH_SPACES, value)  # after the user's files: theirs win
     for c in [*candidates, *([shipped] if shipped else [])]:
         if c.is_file():
-            data = yaml.safe_load(c.read_text()) or {}
+            try:
+                data = yaml.safe_load(read_text(c)) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{c}: not valid YAML ({getattr(e, 'problem', e)}).") from None
             if not isinstance(data, dict):
                 raise ConfigError(f"{c}: expected a mapping with params/simplex.")
             return data
@@ -245,11 +267,13 @@ def load_study(path: Path | str, overrides: dict[str, Any] | None = None) -> Stu
     :class:`ConfigError`; bases are checked too."""
     path = find_study(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({getattr(e, 'problem', e)}).") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)}).") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of study fields.")
+        raise ConfigError(f"{path}: expected a mapping of study fields, but got {type(raw).__name__}.")
     raw.setdefault("name", path.stem)
     if "search_space" in raw:
         raw["search_space"] = _load_space(raw["search_space"], path)
@@ -258,7 +282,10 @@ def load_study(path: Path | str, overrides: dict[str, Any] | None = None) -> Stu
     try:
         spec = StudySpec.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, StudySpec, str(path))) from None
+        problems = format_validation_error(err, StudySpec, str(path))
+        if not any(e["loc"][:1] == ("search_space",) for e in err.errors()):  # else already reported
+            problems += _space_field_problems(raw.get("search_space"), str(path))
+        raise ConfigError(problems) from None
     problems = []
     for pipeline in spec.pipelines:
         try:
@@ -266,9 +293,58 @@ def load_study(path: Path | str, overrides: dict[str, Any] | None = None) -> Stu
         except ConfigError as e:
             problems += e.problems
     _check_space_bounds(spec, problems)
+    if not problems:
+        _check_final_levels(spec, problems)
     if problems:
         raise ConfigError(problems)
     return spec
+
+
+def _check_final_levels(spec: StudySpec, problems: list[str]) -> None:
+    """``final.mode: levels``: every planned final run gives a valid run config, and every key of
+    ``final.levels`` is an ablation axis (a misspelt one would be ignored). Checked at load, not after the
+    search."""
+    if spec.final.mode != "levels":
+        return
+    from harness.tune.levels import axes, plan
+
+    names = [a.name for a in axes(spec)]
+    for key in spec.final.levels:
+        if key not in names:
+            problems.append(f"final.levels.{key}: not an ablation axis of this study (its axes: {', '.join(names)})."
+                            + did_you_mean(key, names))
+    try:
+        runs = plan(spec)
+    except ConfigError as e:
+        problems.append(f"final.reference gives an invalid config: {e.problems[0]}")
+        return
+    seen: set[tuple[str, str]] = set()
+    for run in runs:  # each variant once (its seeds share the config)
+        if (run.pipeline, run.variant) in seen:
+            continue
+        seen.add((run.pipeline, run.variant))
+        try:
+            spec.run_config(run.pipeline, run.overrides)
+        except ConfigError as e:
+            problems.append(f"final run {run.dir_name} gives an invalid config: {e.problems[0]}")
+
+
+def _space_field_problems(space: Any, where: str) -> list[str]:
+    """Search-space names that are no run-config field, for a study whose spec is invalid too (so that both
+    kinds of problem are reported together; a valid spec checks every value through its base configs)."""
+    if not isinstance(space, dict):
+        return []
+    params, simplex = space.get("params"), space.get("simplex")
+    names = [f"params.{name}" for name in params] if isinstance(params, dict) else []
+    for k, group in enumerate(simplex if isinstance(simplex, list) else []):
+        if isinstance(group, dict) and isinstance(group.get("fields"), list):
+            names += [f"simplex[{k}].{f}" for f in group["fields"]]
+    problems = []
+    for name in names:
+        why = field_problem(name.split(".", 1)[1])
+        if why:
+            problems.append(f"search_space.{name}: not a run config field: {why} ({where})")
+    return problems
 
 
 def _check_space_bounds(spec: StudySpec, problems: list[str]) -> None:

@@ -30,6 +30,17 @@ class CrashOnce:
             os._exit(1)
 
 
+@dataclass(frozen=True)
+class FailEvery:
+    """Epoch hook: every epoch of every trial raises ``RuntimeError(message)`` (a study none of whose
+    trials completes)."""
+
+    message: str = "injected failure"
+
+    def __call__(self, stage: str, record: dict[str, Any]) -> None:
+        raise RuntimeError(self.message)
+
+
 TOY_SCORES = {"a": 0.84, "b": 0.80}
 """Objective of :func:`toy_trainable` per pipeline (others 0.80): pipeline a dominates."""
 

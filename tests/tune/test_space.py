@@ -101,3 +101,52 @@ def test_a_new_distribution_is_one_class():
                   CategoricalParam(type="categorical", choices=["x", "y"])):
         assert param.grid() and param.extremes() and param.wandb()
         assert all(v in param.grid() for v in param.extremes())
+
+
+# --- bounds checked at load (issue 12 item 17) -------------------------------------------------
+
+
+@pytest.mark.parametrize("param,expected", [
+    ({"type": "int", "low": 0, "high": 64, "log": True}, "log=true needs low >= 1"),
+    ({"type": "int", "low": 1, "high": 64, "step": 2, "log": True}, "log=true needs low >= 1 and step 1"),
+    ({"type": "float", "low": 0.0, "high": float("inf")}, "finite number"),
+    ({"type": "float", "low": float("nan"), "high": 1.0}, "finite number"),
+])
+def test_bad_bounds_are_refused_when_the_space_loads(param, expected):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=expected):
+        SearchSpace.model_validate({"params": {"classifier.lr_head": param}})
+
+
+def test_a_fine_step_is_fine_for_tpe_but_never_listed():
+    """A step of 1e-10 (10**10 values) or an int over 10**12 values: searchable by TPE, never materialised
+    as a list (a grid refuses it from its count, W&B gets a quantised distribution)."""
+    from harness.tune.space import grid
+
+    space = SearchSpace.model_validate({"params": {
+        "eval.mask_threshold": {"type": "float", "low": 0.0, "high": 1.0, "step": 1e-10},
+        "runtime.seed": {"type": "int", "low": 0, "high": 10**12, "step": 3}}})
+    assert grid_size(space, ["a"]) == (10**10 + 1) * (10**12 // 3 + 1)
+    with pytest.raises(ValueError, match="configurations"):
+        grid(space, ["a"])
+    with pytest.raises(ValueError, match="at most 1000000"):
+        space.params["eval.mask_threshold"].grid()
+    assert to_wandb_parameters(space, ["a"])["eval.mask_threshold"]["distribution"] == "q_uniform"
+    assert to_wandb_parameters(space, ["a"])["runtime.seed"] == {"distribution": "q_uniform", "min": 0,
+                                                                "max": 10**12, "q": 3}
+
+
+def test_a_huge_grid_is_counted_not_built():
+    """Six 1000-value axes: 10**18 configurations, refused from the counts (no list is materialised)."""
+    import time
+
+    from harness.tune.space import MAX_GRID, grid
+
+    params = {f"p{k}": {"type": "int", "low": 0, "high": 999} for k in range(6)}
+    space = SearchSpace.model_validate({"params": params})
+    t0 = time.perf_counter()
+    assert grid_size(space, ["a"]) == 1000**6
+    with pytest.raises(ValueError, match=f"at most {MAX_GRID}"):
+        grid(space, ["a"])
+    assert time.perf_counter() - t0 < 1
