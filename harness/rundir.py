@@ -39,6 +39,7 @@ PREDICTIONS = "predictions.csv"
 MASK_DIR = "pred_masks"
 STAGE_DIR = "stages"
 RUN_INFO = "run.json"
+MANIFEST = "manifest.json"
 CHECKPOINTS = "checkpoints"
 SUBSETS = ("val", "test")
 MARKERS = ("metrics.json", PREDICTIONS)
@@ -113,7 +114,7 @@ class RunDir:
     def outputs(self) -> list[Path]:
         """The files and directories a run writes (not the stage store), in the order :meth:`publish` moves
         them: the two markers last, so that a reader never takes a half-moved directory for a run."""
-        return [self.path / MASK_DIR, self.stages, self.path / RUN_INFO,
+        return [self.path / MASK_DIR, self.stages, self.path / RUN_INFO, self.path / MANIFEST,
                 *[self.metrics(s) for s in SUBSETS if s != "val"], self.config, self.predictions, self.metrics("val")]
 
     # --- staging -----------------------------------------------------------------------------

@@ -138,7 +138,7 @@ def _execute(spec, study_dir: Path, args: argparse.Namespace, resume: bool) -> i
         return 130
     print(f"study {summary['study']}: {summary['finished']} finished trials in {summary['storage']}")
     for p, best in summary["best"].items():
-        print(f"  best {p}: trial {best['number']} ({best['trial_dir']}) values={best['values']} "
+        print(f"  best {p}: trial {best['number']} ({best.get('trial_dir', '')}) values={best['values']} "
               f"{json.dumps(best['overrides'])}")
     if not args.no_report and summary["final"]:
         _report(study_dir)
