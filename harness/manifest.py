@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import __version__
+from harness.tune.storage import redact_url, scrub
 
 if TYPE_CHECKING:
     from harness.data.records import DatasetIndex
@@ -173,7 +174,8 @@ def write_study_manifest(paths: StudyPaths, spec: StudySpec, *, storage_url: str
     body = {"kind": "study", "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **environment(),
             "device": {"ray_cpus": resources.get("CPU", 0), "ray_gpus": resources.get("GPU", 0),
                        "ray_nodes": len([n for n in ray.nodes() if n.get("Alive")]) if ray.is_initialized() else 0},
-            "command": command or command_line(), "cwd": str(Path.cwd()), "study": spec.name,
+            "command": [scrub(c, storage_url) for c in (command or command_line())], "cwd": str(Path.cwd()),
+            "study": spec.name,
             "storage": redact(storage_url), "data": data_fingerprint(index, content_hash(index, config.data.cache_dir)),
             "split": split_fingerprint(split),
             "seeds": {"sampler_seed": spec.seed, "final_seeds": list(spec.final.seeds),
@@ -184,12 +186,6 @@ def write_study_manifest(paths: StudyPaths, spec: StudySpec, *, storage_url: str
 
 
 def redact(url: str) -> str:
-    """A storage URL without its password (``postgresql://user:***@host/db``)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """A storage URL without its password (user info and ``?password=``): one redaction for the
+    whole harness, :func:`harness.tune.storage.redact_url`."""
+    return redact_url(url)

@@ -93,12 +93,14 @@ def test_ctrl_c_stops_cleanly_and_the_study_resumes(data, tmp_path, capsys):
         overrides={**FAST, "classifier.optim.epochs": 6, "segmenter.optim.epochs": 6})))
     stop = threading.Event()
     watcher = threading.Thread(target=_interrupt_when_a_trial_runs, args=(out, stop), daemon=True)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # xdist workers ignore SIGINT
     watcher.start()
     try:
         code = main(["-q", "study", "run", str(tmp_path / "s.yaml"), "--out", str(out), "--data", str(data),
                      "--no-report"])
     finally:
         stop.set()
+        signal.signal(signal.SIGINT, previous)
     err = capsys.readouterr().err
     assert code == 130, err
     assert f"continue it with `harness study resume {out}`" in err and "Traceback" not in err
