@@ -140,6 +140,16 @@ def make_dataset(
     return FakeDataset(root, tuple(images))
 
 
+def make_patient_dataset(root: Path, patients: Sequence[int], labels: Sequence[int], size: int = 32) -> Path:
+    """One image per entry of ``patients``/``labels``, the images of patient ``p`` sharing the id
+    ``P<p>``: split and fold tests control exactly how many images each patient has."""
+    make_dataset(root, n=len(patients), size=size, labels=list(labels), images_per_patient=1)
+    table = pd.read_excel(root / "training_metadata.xlsx", dtype=object)
+    table["patient_id"] = [f"P{int(p):02d}" for p in patients]
+    table.to_excel(root / "training_metadata.xlsx", index=False)
+    return root
+
+
 def edit_metadata(root: Path, fn: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
     """Rewrite ``root/training_metadata.xlsx`` as ``fn(table)`` (cells read as objects, unparsed)."""
     path = Path(root) / METADATA_FILE

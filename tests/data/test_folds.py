@@ -6,26 +6,21 @@ import json
 import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from harness.data.check import load_index
 from harness.data.folds import fold_name, get_or_create_folds, load_fold, make_folds
 from harness.data.splits import get_or_create_split, load_split, make_split, save_split
 from harness.errors import DataError
+from harness.testing.datasets import make_patient_dataset
 
 
 @pytest.fixture(scope="module")
-def template(make_dataset, tmp_path_factory):
+def template(tmp_path_factory):
     sizes = np.random.default_rng(5).integers(1, 4, 30)
     patients = np.repeat(np.arange(30), sizes)[:60]
     labels = [int(p % 3) for p in patients]
-    root = make_dataset(tmp_path_factory.mktemp("cv") / "cv", n=len(patients), size=32, labels=labels,
-                        images_per_patient=1)
-    table = pd.read_excel(root / "training_metadata.xlsx", dtype=object)
-    table["patient_id"] = [f"P{p:02d}" for p in patients]
-    table.to_excel(root / "training_metadata.xlsx", index=False)
-    return root
+    return make_patient_dataset(tmp_path_factory.mktemp("cv") / "cv", patients, labels)
 
 
 @pytest.fixture

@@ -22,19 +22,15 @@ from harness.data.splits import (
     save_split,
 )
 from harness.errors import DataError
+from harness.testing.datasets import make_patient_dataset
 
 
 @pytest.fixture(scope="module")
-def big_template(make_dataset, tmp_path_factory):
+def big_template(tmp_path_factory):
     sizes = np.random.default_rng(3).integers(1, 5, 40)
     patients = np.repeat(np.arange(40), sizes)[:90]
     labels = [int(p % 3 if p % 5 else 0) for p in patients]
-    root = make_dataset(tmp_path_factory.mktemp("big") / "big", n=len(patients), size=32, labels=labels,
-                        images_per_patient=1)
-    table = pd.read_excel(root / "training_metadata.xlsx", dtype=object)
-    table["patient_id"] = [f"P{p:02d}" for p in patients]
-    table.to_excel(root / "training_metadata.xlsx", index=False)
-    return root
+    return make_patient_dataset(tmp_path_factory.mktemp("big") / "big", patients, labels)
 
 
 @pytest.fixture

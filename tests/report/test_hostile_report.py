@@ -15,6 +15,7 @@ import pytest
 from harness.cli import main
 from harness.report.build import MARKER
 from harness.report.export import neutralise, spreadsheet_safe
+from harness.testing.cli import assert_error_lines
 from harness.testing.datasets import make_dataset
 from harness.testing.runs import make_run
 from harness.testing.studies import make_study_db
@@ -34,13 +35,7 @@ def copy_run(run: Path, dest: Path) -> Path:
 
 def report_fails(capsys, argv: list[str], *expected: str) -> str:
     assert main(["-q", "report", *argv]) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert lines and all(line.startswith("error: ") for line in lines), err
-    for text in expected:
-        assert text in err, err
-    return err
+    return assert_error_lines(capsys.readouterr().err, *expected)
 
 
 def tree(root: Path) -> dict[str, bytes]:

@@ -13,6 +13,7 @@ import yaml
 
 from harness.cli import main
 from harness.errors import ConfigError
+from harness.testing.cli import assert_error_lines
 from harness.tune.study import StudySpec, load_study
 
 GOOD = {"name": "st", "pipelines": ["a", "b"], "base": {"a": "tiny-a", "b": "tiny-b"}, "trials": 2,
@@ -26,13 +27,7 @@ def write(path, data) -> str:
 
 
 def one_error_line(capsys, *expected: str) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert lines and all(line.startswith("error: ") for line in lines), err
-    for text in expected:
-        assert text in err, err
-    return err
+    return assert_error_lines(capsys.readouterr().err, *expected)
 
 
 # --- item 17: everything checked at load, spec and search space together -----------------------
