@@ -176,16 +176,11 @@ def write_study_manifest(paths: StudyPaths, spec: StudySpec, *, storage_url: str
                        "ray_nodes": len([n for n in ray.nodes() if n.get("Alive")]) if ray.is_initialized() else 0},
             "command": [scrub(c, storage_url) for c in (command or command_line())], "cwd": str(Path.cwd()),
             "study": spec.name,
-            "storage": redact(storage_url), "data": data_fingerprint(index, content_hash(index, config.data.cache_dir)),
+            "storage": redact_url(storage_url),
+            "data": data_fingerprint(index, content_hash(index, config.data.cache_dir)),
             "split": split_fingerprint(split),
             "seeds": {"sampler_seed": spec.seed, "final_seeds": list(spec.final.seeds),
                       "data.split_seed": spec.data.split_seed},
             "history": previous}
     _write(paths.manifest, body)
     return body
-
-
-def redact(url: str) -> str:
-    """A storage URL without its password (user info and ``?password=``): one redaction for the
-    whole harness, :func:`harness.tune.storage.redact_url`."""
-    return redact_url(url)

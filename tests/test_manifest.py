@@ -11,8 +11,9 @@ import pytest
 
 from harness import __version__
 from harness.cli import main
-from harness.manifest import command_line, git_state, read_manifest, redact
+from harness.manifest import command_line, git_state, read_manifest
 from harness.rerun import compare_metrics, environment_differences
+from harness.tune.storage import redact_url as redact
 
 SMALL = ["--set", "classifier.image_size=32", "--set", "segmenter.image_size=32", "--set", "classifier.optim.epochs=1",
          "--set", "segmenter.optim.epochs=1", "--set", "runtime.threads=1"]

@@ -19,7 +19,8 @@ from torch import nn
 
 from harness.engine.device import resolve_device
 from harness.errors import ConfigError
-from harness.pipelines.predict import load_stages, run_config
+from harness.pipelines.artifacts import run_config
+from harness.pipelines.predict import load_stages
 from harness.pipelines.registry import get_pipeline
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from harness import CLASS_NAMES, NORMAL
 from harness.config import RunConfig
@@ -30,9 +29,10 @@ from harness.data.splits import Split
 from harness.engine.device import DeviceInfo, configure_torch, resolve_device
 from harness.engine.store import StageStore
 from harness.errors import ConfigError, DataError
+from harness.pipelines.artifacts import load_stage, run_config
 from harness.pipelines.context import RunContext
 from harness.pipelines.registry import get_pipeline
-from harness.pipelines.stages import STAGE_KINDS, Stage
+from harness.pipelines.stages import Stage
 from harness.rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -40,33 +40,12 @@ logger = logging.getLogger(__name__)
 INPUTS = ".inputs"
 
 
-def run_config(run_dir: Path) -> RunConfig:
-    rd = RunDir(run_dir)
-    if not rd.config.is_file():
-        raise DataError(f"{rd.config}: missing; is {run_dir} a run directory written by `harness run`?")
-    from harness.config import validate_run_config
-
-    return validate_run_config(rd.read_config(), str(rd.config))
-
-
 def load_stages(run_dir: Path, config: RunConfig, info: DeviceInfo) -> dict[str, Stage]:
-    """Every stage of the run's pipeline, built from the config and loaded from its recorded checkpoint."""
-    spec = get_pipeline(config.pipeline)
+    """Every stage of the run's pipeline, rebuilt from its record (never retrained)."""
     out = {}
-    for st in spec.stages:
-        path = RunDir(run_dir).stages / f"{st.name}.json"
-        if not path.is_file():
-            raise DataError(f"{path}: missing; the run did not finish stage {st.name}.")
-        record = RunDir.read_json(path)
-        section = getattr(config, st.section).model_copy(update={"pretrained": False})
-        model = STAGE_KINDS[st.kind].build(section, st.classes, config.data.channels)
-        ckpt = Path(str(record.get("checkpoint", "")))
-        try:
-            model.load_state_dict(torch.load(ckpt, map_location=info.device, weights_only=True))
-        except (OSError, RuntimeError, EOFError) as e:
-            raise DataError(f"{ckpt}: cannot load the {st.name} checkpoint ({type(e).__name__}); "
-                            "re-run the run to train it again.") from None
-        out[st.name] = Stage(st.name, model.to(info.device).eval(), {**record, "cached": True})
+    for st in get_pipeline(config.pipeline).stages:
+        record = RunDir.read_json(RunDir(run_dir).stages / f"{st.name}.json")
+        out[st.name] = Stage(st.name, load_stage(run_dir, config, st, info.device), {**record, "cached": True})
     return out
 
 

@@ -133,8 +133,9 @@ def _interaction(cells, pipeline: str, ax1: dict, ax2: dict, metrics: list[Metri
             key = (level_label(r1), level_label(cell["level"]))
         else:
             continue
-        if run not in grid.setdefault(key, []):
-            grid[key].append(run)
+        runs = grid.setdefault(key, [])
+        if all(r.path != run.path for r in runs):  # a reference run serves several main-axis cells
+            runs.append(run)
     rows = [{"pipeline": label_of(pipeline), "axis1": ax1["name"], "level1": l1, "axis2": ax2["name"], "level2": l2,
              "metric": m.key, "mean": float(np.nanmean([r.metrics.get(m.key, np.nan) for r in runs])),
              "n_runs": len(runs)}
