@@ -15,6 +15,7 @@ import argparse
 import logging
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +27,9 @@ import numpy as np
 from harness.data.cache import load_cache, load_resized
 from harness.data.check import load_index
 from harness.data.synth import synthesize
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_result  # noqa: E402
 
 
 def median_time(fn: Callable[[], None], repeats: int) -> float:
@@ -46,6 +50,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="model input size (cache size)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    started = time.time()
     logging.basicConfig(level=logging.WARNING)
     cv2.setNumThreads(1)
 
@@ -83,7 +88,11 @@ def main() -> None:
         print(f"cache build (once): {build:.2f} s (2 threads), verified load: ", end="")
         t = time.perf_counter()
         load_cache(index, args.size, cache_dir=cache_dir)
-        print(f"{time.perf_counter() - t:.3f} s")
+        verified = time.perf_counter() - t
+        print(f"{verified:.3f} s")
+        write_result("bench_cache", summary={"cache_speedup": decode / cached}, started=started,
+                     raw={"images": n, "size": args.size, "repeats": args.repeats, "decode_s_per_epoch": decode,
+                          "cached_s_per_epoch": cached, "cache_build_s": build, "cache_verified_load_s": verified})
         shutil.rmtree(cache_dir, ignore_errors=True)
     finally:
         if tmp is not None:

@@ -29,6 +29,7 @@ def main() -> None:
                          "harness.pipelines.artifacts cannot rebuild the fake checkpoints)")
     ap.add_argument("--keep", type=Path, default=None, help="build the runs here and keep them")
     args = ap.parse_args()
+    started = time.time()
     h, w = (int(v) for v in args.size.lower().split("x"))
 
     from harness.report.build import ReportResult, compute, write_html
@@ -69,6 +70,12 @@ def main() -> None:
     print(f"  in process: load {t_load:.2f} s | Table 9 + bootstrap (B={args.bootstrap}) {t_compute:.2f} s | "
           f"csv/xlsx/md/tex {t_export:.2f} s | figures + html{' + Grad-CAM (tiny model)' if args.gradcam else ''} "
           f"{t_html:.2f} s")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from common import write_result
+
+    write_result("bench_report", summary={"report_cli_s": cli}, started=started,
+                 raw={"images": args.images, "runs": len(runs), "size": [h, w], "bootstrap": args.bootstrap,
+                      "load_s": t_load, "table9_bootstrap_s": t_compute, "exports_s": t_export, "html_s": t_html})
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from pathlib import Path  # noqa: E402
 import cv2  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import goal, write_result  # noqa: E402
 from harness.data.synth import synthesize  # noqa: E402
 
 
@@ -28,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="image size in pixels")
     parser.add_argument("--repeat", type=int, default=3, help="runs; the median is reported")
     args = parser.parse_args(argv)
+    import time
+
+    started = time.time()
     cv2.setNumThreads(1)
     try:
         import torch
@@ -44,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{summary.images_per_s:.1f} images/s")
     median = statistics.median(rates)
     print(f"synth: {median:.1f} images/s (median of {args.repeat}, N={args.n}, size={args.size}, 1 thread)")
+    write_result("bench_synth", summary={"synth_images_per_s": median}, started=started,
+                 raw={"images_per_s": rates, "n": args.n, "size": args.size, "threads": 1},
+                 goals={"synth_images_per_s": goal(median, 20.0, ">=")})
     return 0
 
 
