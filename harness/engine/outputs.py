@@ -10,7 +10,7 @@ list of arrays one inference call returned, stored next to the stage it came fro
 The entry key hashes the *input array itself* (shape, dtype and bytes: the image ids, their content
 and any crop or resize that made them are all in it) together with everything else the outputs depend
 on: the heads computed, TTA views, input channels, batch size, device, AMP, memory format, the
-checkpoint's identity (size and modification time, so a stage trained again never meets the outputs of
+checkpoint's identity (size, modification time and inode, so a stage trained again never meets the outputs of
 its previous weights) and the code versions. A hit therefore returns exactly the arrays the same call
 would compute. Entries are written atomically (temp file + rename) under a per-entry file lock, so two
 trials that need the same outputs at once compute them once; a damaged entry is named in one warning
@@ -49,7 +49,7 @@ def array_digest(array: np.ndarray) -> str:
     a = np.ascontiguousarray(array)
     h = hashlib.blake2b(digest_size=16)
     h.update(json.dumps([list(a.shape), a.dtype.str]).encode())
-    h.update(memoryview(a).cast("B"))
+    h.update(a.data)
     return h.hexdigest()
 
 
@@ -60,9 +60,10 @@ def entry_key(inputs: np.ndarray, parts: Mapping[str, Any]) -> str:
 
 
 def file_identity(path: Path) -> list[int]:
-    """(size, mtime in ns) of a file: changes whenever the file is written again."""
+    """(size, mtime in ns, inode) of a file: changes whenever the file is written again (an atomic write
+    is a new inode too)."""
     st = Path(path).stat()
-    return [st.st_size, st.st_mtime_ns]
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
 def _problem(data: Mapping[str, np.ndarray], key: str, rows: int, arrays: int) -> str | None:
@@ -101,7 +102,7 @@ class OutputCache:
             with open_regular(path, MAX_ENTRY_BYTES) as f, np.load(f, allow_pickle=False) as z:
                 data = {n: z[n] for n in z.files}
         except HarnessError as e:  # not a regular file, too large
-            return None, one_line(e.problems[0], 160)
+            return None, one_line(e.problems[0].removeprefix(f"{path}: ").rstrip("."), 160)
         except Exception as e:  # noqa: BLE001 - BadZipFile, ValueError, OSError, EOFError ...: a miss, never a crash
             return None, one_line(f"{type(e).__name__}: {e}", 160)
         problem = _problem(data, key, rows, arrays)
@@ -112,7 +113,8 @@ class OutputCache:
     def write(self, key: str, outputs: Sequence[np.ndarray]) -> None:
         """Store ``outputs`` under ``key`` atomically (temp file + rename)."""
         buf = io.BytesIO()
-        np.savez(buf, key=np.array(key), **{f"out{k}": np.asarray(a) for k, a in enumerate(outputs)})
+        arrays: dict[str, Any] = {f"out{k}": np.asarray(a) for k, a in enumerate(outputs)}
+        np.savez(buf, key=np.array(key), **arrays)
         write_bytes_atomic(self.path(key), buf.getvalue())
 
     def get_or_compute(self, key: str, rows: int, arrays: int, compute: Callable[[], list[np.ndarray]],
