@@ -10,7 +10,7 @@ list of arrays one inference call returned, stored next to the stage it came fro
 The entry key hashes the *input array itself* (shape, dtype and bytes: the image ids, their content
 and any crop or resize that made them are all in it) together with everything else the outputs depend
 on: the heads computed, TTA views, input channels, batch size, device, AMP, memory format, the
-checkpoint's identity (size, modification time and inode, so a stage trained again never meets the outputs of
+checkpoint's identity (size and modification time, so a stage trained again never meets the outputs of
 its previous weights) and the code versions. A hit therefore returns exactly the arrays the same call
 would compute. Entries are written atomically (temp file + rename) under a per-entry file lock, so two
 trials that need the same outputs at once compute them once; a damaged entry is named in one warning
@@ -60,10 +60,10 @@ def entry_key(inputs: np.ndarray, parts: Mapping[str, Any]) -> str:
 
 
 def file_identity(path: Path) -> list[int]:
-    """(size, mtime in ns, inode) of a file: changes whenever the file is written again (an atomic write
-    is a new inode too)."""
+    """(size, mtime in ns) of a file: changes whenever the file is written again, and survives a copy that
+    keeps modification times (``cp -p``, ``rsync -a``, ``shutil.copytree``), so a moved store keeps its cache."""
     st = Path(path).stat()
-    return [st.st_size, st.st_mtime_ns, st.st_ino]
+    return [st.st_size, st.st_mtime_ns]
 
 
 def _problem(data: Mapping[str, np.ndarray], key: str, rows: int, arrays: int) -> str | None:
