@@ -66,6 +66,7 @@ class Phases:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.by_stage: dict[str, float] = defaultdict(float)  # inference seconds of each stage
         self.inferring = False
 
     def wrap(self, phase: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -78,6 +79,8 @@ class Phases:
                 return fn(*args, **kwargs)
             finally:
                 self.seconds[phase] += time.perf_counter() - t0
+                if phase == "inference":
+                    self.by_stage[args[1].name] += time.perf_counter() - t0
                 self.inferring = self.inferring and phase != "infer"
         return timed
 
@@ -104,7 +107,15 @@ class Phases:
         out = {"stages": s["stages"], "inference": s["inference"], "postprocess": s["infer"] - s["inference"],
                "evaluate": s["evaluate"]}
         out["other"] = total - sum(out.values())
+        out.update({f"inference:{k}": v for k, v in self.by_stage.items()})
         return {k: round(v, 4) for k, v in out.items()}
+
+
+def fmt(phases: dict[str, float]) -> str:
+    """One line: seconds per phase, the inference split by stage in brackets."""
+    stages = ", ".join(f"{k.split(':', 1)[1]} {v:.2f}" for k, v in phases.items() if k.startswith("inference:"))
+    return " | ".join(f"{k} {phases[k]:.2f}" + (f" ({stages})" if k == "inference" and stages else "")
+                      for k in PHASES)
 
 
 def run_once(preset: str, overrides: list[str], out: Path, data: Path, store: Path, check: bool) -> dict[str, Any]:
@@ -151,14 +162,15 @@ def tiny_case(args: argparse.Namespace, work: Path, data: Path) -> dict[str, Any
     cached: dict[str, dict[str, Any]] = {}
     for name, extra in VARIANTS.items():
         cached[name] = run_once(args.preset, base + extra, work / "cached" / name, data, store, check=False)
-        print(f"  variant {name:<28} cached   {cached[name]['seconds']:6.2f} s  {cached[name]['phases']}", flush=True)
+        print(f"  variant {name:<28} cached   {cached[name]['seconds']:6.2f} s  {fmt(cached[name]['phases'])}",
+              flush=True)
     uncached: dict[str, dict[str, Any]] = {}
     identical: dict[str, bool] = {}
     for name, extra in VARIANTS.items():
         empty_output_caches(store)
         uncached[name] = run_once(args.preset, base + extra, work / "uncached" / name, data, store, check=False)
         identical[name] = same_outputs(work / "cached" / name, work / "uncached" / name)
-        print(f"  variant {name:<28} uncached {uncached[name]['seconds']:6.2f} s  {uncached[name]['phases']}  "
+        print(f"  variant {name:<28} uncached {uncached[name]['seconds']:6.2f} s  {fmt(uncached[name]['phases'])}  "
               f"identical={identical[name]}", flush=True)
     t0 = alone["seconds"]
     sum_cached = sum(v["seconds"] for v in cached.values())
@@ -191,13 +203,13 @@ def paper_case(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     store = work / "paper-store"
     print("paper-b: training 1 step per stage ...", flush=True)
     trained = run_once("paper-b", base, work / "paper-base", data, store, check=True)
-    print(f"  paper-b trained + evaluated: {trained['seconds']:.1f} s  {trained['phases']}", flush=True)
+    print(f"  paper-b trained + evaluated: {trained['seconds']:.1f} s  {fmt(trained['phases'])}", flush=True)
     empty_output_caches(store)
     variant = base + ["eval.mask_threshold=0.4"]
     miss = run_once("paper-b", variant, work / "paper-miss", data, store, check=False)
-    print(f"  paper-b variant, cache miss: {miss['seconds']:.1f} s  {miss['phases']}", flush=True)
+    print(f"  paper-b variant, cache miss: {miss['seconds']:.1f} s  {fmt(miss['phases'])}", flush=True)
     hit = run_once("paper-b", variant, work / "paper-hit", data, store, check=False)
-    print(f"  paper-b variant, cache hit:  {hit['seconds']:.1f} s  {hit['phases']}", flush=True)
+    print(f"  paper-b variant, cache hit:  {hit['seconds']:.1f} s  {fmt(hit['phases'])}", flush=True)
     return {"summary": {"paper_b_variant_seconds_miss": miss["seconds"], "paper_b_variant_seconds_hit": hit["seconds"],
                         "paper_b_inference_seconds_miss": miss["phases"]["inference"],
                         "paper_b_inference_seconds_hit": hit["phases"]["inference"]},
