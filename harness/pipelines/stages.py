@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,8 @@ from harness.config import ClassifierConfig, EvalConfig, SegmenterConfig
 from harness.data.datasets import JointImages, LabelledImages, MaskedImages, Reseeded, SampleSeeds
 from harness.data.transforms import train_transform, tta_views
 from harness.engine import fit as engine
-from harness.engine.predict import predict, sigmoid, softmax
+from harness.engine.outputs import OUTPUTS, OutputCache, entry_key, file_identity
+from harness.engine.predict import Head, predict_heads, sigmoid, softmax
 from harness.engine.store import code_versions, stage_key
 from harness.errors import one_line
 from harness.models.classifier import classifier_param_groups, create_classifier
@@ -204,11 +206,64 @@ def train_stage(ctx: RunContext, name: str, kind: StageKind, cfg: ClassifierConf
     return _obtain(ctx, name, kind.name, parts, build, fit_it, kind.metric_name)
 
 
+CLASS_PROBS = Head(softmax, dense=False, name="softmax")
+LESION_SIGMOID = Head(sigmoid, dense=True, post=lambda p: p[:, 0], name="sigmoid[:, 0]")
+LESION_SOFTMAX = Head(softmax, dense=True, post=lambda p: 1 - p[:, 0], name="1 - softmax[:, 0]")
+"""The heads of the inference calls: class probabilities; lesion probability of a binary segmenter
+(sigmoid) and of a multi-class one (1 - P(background))."""
+
+
+def stage_outputs(ctx: RunContext, stage: Stage, images: np.ndarray, heads: Sequence[Head], ev: EvalConfig,
+                  tta: bool | None = None) -> list[np.ndarray]:
+    """``heads`` of ``stage`` on ``images`` (mean over the TTA views when TTA is on; ``tta`` overrides
+    ``ev.tta``), from the stage's output cache when the same call was made before.
+
+    The one inference path of every pipeline: a mask-threshold, lesion-pixel or rho variant of a run
+    finds its stages' outputs cached (:mod:`harness.engine.outputs`) and costs post-processing only.
+    Stages that do not live in this run's stage store (``harness predict``) are run uncached.
+    """
+    use_tta = ev.tta if tta is None else tta
+
+    def compute() -> list[np.ndarray]:
+        return predict_heads(stage.model, images, info=ctx.info, channels=ctx.config.data.channels,
+                             views=tta_views(use_tta, ev.tta_views), heads=heads, batch_size=ev.batch_size)
+
+    cache, checkpoint = _output_cache(ctx, stage)
+    if cache is None or not len(images):
+        return compute()
+    if any(not h.name for h in heads):
+        raise ValueError("every head of a cached inference call needs a name (Head.name)")
+    parts = {"stage": stage.record["hash"], "checkpoint": checkpoint, "versions": code_versions(),
+             "heads": [[h.name, h.dense, h.select] for h in heads],
+             "views": list(ev.tta_views) if use_tta else ["identity"], "channels": ctx.config.data.channels,
+             "batch_size": ev.batch_size, "device": ctx.info.device.type, "amp": ctx.info.amp,
+             "channels_last": ctx.info.channels_last}
+    t0 = time.perf_counter()
+    outputs, hit = cache.get_or_compute(entry_key(images, parts), len(images), len(heads), compute,
+                                        what=f"{stage.name} outputs")
+    if hit:
+        logger.info("%s: outputs of %d images read from the output cache (%.2fs)", stage.name, len(images),
+                    time.perf_counter() - t0)
+    return outputs
+
+
+def _output_cache(ctx: RunContext, stage: Stage) -> tuple[OutputCache | None, list[int] | None]:
+    """The output cache of ``stage`` and its checkpoint's identity, when the stage lives in ``ctx.store``."""
+    key, checkpoint = stage.record.get("hash"), stage.record.get("checkpoint")
+    if not isinstance(key, str) or not isinstance(checkpoint, str):
+        return None, None
+    directory = ctx.store.dir(stage.name, key)
+    try:
+        if Path(checkpoint).resolve().parent != directory.resolve():
+            return None, None
+        return OutputCache(directory / OUTPUTS), file_identity(Path(checkpoint))
+    except OSError:
+        return None, None
+
+
 def classify(ctx: RunContext, stage: Stage, images: np.ndarray, ev: EvalConfig) -> np.ndarray:
     """Class probabilities (N, C): mean softmax over the TTA views when TTA is on."""
-    return predict(stage.model, images, info=ctx.info, channels=ctx.config.data.channels,
-                   views=tta_views(ev.tta, ev.tta_views), activation=softmax, dense=False,
-                   batch_size=ev.batch_size)
+    return stage_outputs(ctx, stage, images, [CLASS_PROBS], ev)[0]
 
 
 def lesion_probability(ctx: RunContext, stage: Stage, images: np.ndarray, ev: EvalConfig,
@@ -218,11 +273,8 @@ def lesion_probability(ctx: RunContext, stage: Stage, images: np.ndarray, ev: Ev
     Binary segmenters: sigmoid; multi-class: 1 - P(background). TTA probabilities are mapped back
     with each view's inverse and averaged.
     """
-    binary = _out_channels(stage.model) == 1
-    use_tta = ev.tta if tta is None else tta
-    return predict(stage.model, images, info=ctx.info, channels=ctx.config.data.channels,
-                   views=tta_views(use_tta, ev.tta_views), activation=sigmoid if binary else softmax, dense=True,
-                   batch_size=ev.batch_size, post=(lambda p: p[:, 0]) if binary else (lambda p: 1 - p[:, 0]))
+    head = LESION_SIGMOID if _out_channels(stage.model) == 1 else LESION_SOFTMAX
+    return stage_outputs(ctx, stage, images, [head], ev, tta)[0]
 
 
 def _out_channels(model: nn.Module) -> int:
