@@ -97,9 +97,11 @@ class SampleSeeds(Sampler[tuple[int, int]]):
     """The indices of ``sampler``, each paired with a seed for its augmentation.
 
     Order and seeds of an epoch are drawn together in the main process from ``generator`` (the
-    DataLoader's, which checkpoints save and restore) when the epoch starts. An item's augmentation
+    sampler's, which checkpoints save and restore) when the epoch starts. An item's augmentation
     then depends on its place in the epoch only, not on which worker process draws it: the number of
-    DataLoader workers changes speed, never the images a model sees.
+    DataLoader workers, and whether they persist across epochs, change speed, never the images a model
+    sees. (The DataLoader gets a generator of its own for its workers' base seed, which it draws per
+    worker start-up, i.e. per epoch or once with persistent workers.)
     """
 
     def __init__(self, sampler: Sampler[int], generator: torch.Generator):

@@ -1,5 +1,6 @@
 """One fit loop for every stage: AdamW with parameter groups, ReduceLROnPlateau on the stage's
-validation metric, early stopping, best/last checkpoints (resumable), per-epoch callbacks."""
+validation metric, early stopping, best/last checkpoints (resumable), per-epoch callbacks, and an optional
+``torch.compile`` of the training forward pass."""
 
 from __future__ import annotations
 
@@ -121,6 +122,15 @@ def checkpoint_bytes(model: nn.Module) -> int:
     return weights + 2 * last + 64 * 1024
 
 
+def order_generator(loader: DataLoader) -> torch.Generator | None:
+    """The generator that draws the order of the batches (and, with :class:`harness.data.datasets.SampleSeeds`,
+    each item's augmentation seed): the sampler's. Checkpoints save and restore it so that a resumed stage sees
+    the batches an uninterrupted one would. The stage loader gives the DataLoader a generator of its own (worker
+    seeds only), so it is not this one."""
+    generator = getattr(loader.sampler, "generator", None)
+    return generator if isinstance(generator, torch.Generator) else loader.generator
+
+
 def _resume(last_path: Path, best_path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
             loader: DataLoader, info: DeviceInfo) -> dict[str, Any]:
     """Restore the training state saved in ``last_path``. Raises on a damaged file; the caller then restores the
@@ -141,8 +151,9 @@ def _resume(last_path: Path, best_path: Path, model: nn.Module, optimizer: torch
     initial_rng = torch.get_rng_state()
     try:
         torch.set_rng_state(saved["rng"].cpu())
-        if saved.get("loader_rng") is not None and loader.generator is not None:
-            loader.generator.set_state(saved["loader_rng"].cpu())
+        generator = order_generator(loader)
+        if saved.get("loader_rng") is not None and generator is not None:
+            generator.set_state(saved["loader_rng"].cpu())
     except Exception:
         torch.set_rng_state(initial_rng)
         raise
@@ -186,7 +197,8 @@ def fit(
             optimizer, mode="max", factor=optim.plateau_factor, patience=optim.plateau_patience, min_lr=optim.min_lr)
 
     optimizer, scheduler = optimisers()
-    scaler = torch.amp.GradScaler(info.device.type, enabled=info.amp and info.amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler(info.device.type, enabled=info.grad_scaling)
+    step_fn = TrainingStep(model, info.compile, stage)
     state: dict[str, Any] = {"epoch": 0, "best_metric": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [],
                              "seconds": 0.0}
     if last_path.exists():
@@ -209,7 +221,8 @@ def fit(
     while state["epoch"] < optim.epochs and not stopped_early:
         epoch = state["epoch"] + 1
         t0 = time.perf_counter()
-        train_loss = _train_epoch(model, train_loader, loss_fn, optimizer, scaler, info, optim, stage, epoch, best_path)
+        train_loss = _train_epoch(step_fn, train_loader, loss_fn, optimizer, scaler, info, optim, stage, epoch,
+                                  best_path)
         train_seconds = time.perf_counter() - t0
         val_loss, metric = validate(model)
         scheduler.step(metric if math.isfinite(metric) else -math.inf)
@@ -224,9 +237,10 @@ def fit(
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
+        generator = order_generator(train_loader)
         _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-                      "loader_rng": train_loader.generator.get_state() if train_loader.generator is not None else None,
+                      "loader_rng": generator.get_state() if generator is not None else None,
                       **state}, last_path, stage)
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{metric:.3f}")
@@ -243,26 +257,82 @@ def fit(
                      history=list(state["history"]), stopped_early=stopped_early)
 
 
-def _train_epoch(model, loader, loss_fn, optimizer, scaler, info: DeviceInfo, optim: OptimConfig, stage: str,
-                 epoch: int, best_path: Path) -> float:
-    model.train()
+COMPILE_BACKEND = "inductor"
+"""``torch.compile`` backend of ``runtime.compile`` (tests use dynamo's ``eager``: tracing without code generation)."""
+
+
+class TrainingStep:
+    """Forward pass, loss and backward pass of a training step: on the model itself, or on ``torch.compile`` of it.
+
+    The compiled module shares the model's parameters, so checkpoints (``model.state_dict()``) keep plain keys
+    without the ``_orig_mod.`` prefix and load into an eager model; validation runs the eager model (no
+    recompilation for eval mode). Compilation happens in the first step (the backward graph at its first backward
+    pass); when it fails (no C compiler for inductor on a CPU, no triton on a GPU, an unsupported Python) that step
+    is redone eagerly from the same buffers and RNG state after one warning line, and training goes on eagerly.
+    """
+
+    def __init__(self, model: nn.Module, compile: bool, stage: str):
+        self.model, self.stage = model, stage
+        self.compiled: Any = None
+        self.untried = compile
+        if compile:
+            try:
+                self.compiled = torch.compile(model, backend=COMPILE_BACKEND)
+            except Exception as e:  # e.g. "Dynamo is not supported on Python 3.x"
+                self._fall_back(e)
+
+    def _fall_back(self, e: Exception) -> None:
+        logger.warning("%s: torch.compile failed (%s: %s); training without compilation.", self.stage,
+                       type(e).__name__, one_line(e, 200))
+        self.compiled, self.untried = None, False
+
+    def run(self, x: Any, y: Any, loss_fn: nn.Module, scaler: torch.amp.GradScaler, info: DeviceInfo) -> torch.Tensor:
+        """Gradients of the (scaled) loss of one batch accumulated into the parameters; returns the loss."""
+        if not self.untried:
+            return self._run(self.compiled or self.model, x, y, loss_fn, scaler, info)
+        self.untried = False
+        buffers = {k: b.detach().clone() for k, b in self.model.named_buffers()}
+        rng = torch.get_rng_state(), (torch.cuda.get_rng_state_all() if info.is_cuda else None)
+        try:
+            return self._run(self.compiled, x, y, loss_fn, scaler, info)
+        except Exception as e:  # inductor and dynamo raise many types; a genuine model error recurs eagerly
+            self._fall_back(e)
+        with torch.no_grad():  # undo what the failed attempt did: BatchNorm statistics, dropout draws, gradients
+            for k, b in self.model.named_buffers():
+                b.copy_(buffers[k])
+        torch.set_rng_state(rng[0])
+        if rng[1] is not None:
+            torch.cuda.set_rng_state_all(rng[1])
+        self.model.zero_grad(set_to_none=True)
+        return self._run(self.model, x, y, loss_fn, scaler, info)
+
+    @staticmethod
+    def _run(model: Any, x: Any, y: Any, loss_fn: nn.Module, scaler: torch.amp.GradScaler,
+             info: DeviceInfo) -> torch.Tensor:
+        with autocast(info):
+            out = model(x)
+        loss = loss_fn(as_float(out), y)
+        scaler.scale(loss).backward()
+        return loss.detach()
+
+
+def _train_epoch(step_fn: TrainingStep, loader, loss_fn, optimizer, scaler, info: DeviceInfo, optim: OptimConfig,
+                 stage: str, epoch: int, best_path: Path) -> float:
+    step_fn.model.train()
     total, count = 0.0, 0
     for step, (x, y) in enumerate(loader, start=1):
         x, y = _to_device(x, info, image=True), _to_device(y, info, image=False)
         optimizer.zero_grad(set_to_none=True)
-        with autocast(info):
-            out = model(x)
-        loss = loss_fn(as_float(out), y)
-        if not torch.isfinite(loss):
+        value = step_fn.run(x, y, loss_fn, scaler, info).item()  # the step's host sync (GradScaler adds one)
+        if not math.isfinite(value):  # checked before the optimizer step: the weights stay as they were
             kept = f"best checkpoint so far kept at {best_path}" if best_path.exists() else "no checkpoint yet"
             raise TrainingError(
-                f"stage {stage}: loss became {loss.item()} at epoch {epoch}, step {step}; {kept}. "
+                f"stage {stage}: loss became {value} at epoch {epoch}, step {step}; {kept}. "
                 f"Lower the learning rate or check the inputs."
             )
-        scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        total += float(loss.detach()) * len(x)
+        total += value * len(x)
         count += len(x)
         if optim.max_steps_per_epoch and step >= optim.max_steps_per_epoch:
             break
