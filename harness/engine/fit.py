@@ -4,12 +4,15 @@ validation metric, early stopping, best/last checkpoints (resumable), per-epoch 
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import math
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +110,66 @@ def _save_atomic(obj: Any, path: Path, stage: str) -> None:
         raise TrainingError(f"stage {stage}: cannot write the checkpoint {path} ({why}); free disk space (or move the "
                             "stage store to another disk) and run again: training resumes from the last complete "
                             "checkpoint.") from None
+
+
+class CheckpointWriter:
+    """Writes checkpoints in a background thread while training goes on, one batch of files at a time.
+
+    The caller's tensors are copied first (to the CPU: training updates parameters and optimizer moments in
+    place, and a CPU copy loads anywhere); then serialisation, write and fsync (what costs per epoch: ~70 ms
+    for a tiny U-Net++, ~3.5 s for the paper's B7 on this machine's disk) overlap the next epoch. Each file is
+    still written atomically by :func:`_save_atomic`. A failed write raises its :class:`TrainingError` at the
+    next :meth:`save` or at :meth:`wait`; after a failure nothing later is written, so the files on disk stay
+    the last complete ones.
+    """
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
+
+    def save(self, *files: tuple[Any, Path]) -> None:
+        """Write each ``(object, path)`` in order, after the previous batch; returns once the tensors are copied
+        (a tensor in several objects, e.g. the weights in ``best.pt`` and ``last.pt``, is copied once)."""
+        self.wait()
+        memo: dict[int, torch.Tensor] = {}
+        copies = [(_host_copy(obj, memo), path) for obj, path in files]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"checkpoint-{self.stage}")
+        self._pending = self._pool.submit(self._write, copies)
+
+    def _write(self, copies: list[tuple[Any, Path]]) -> None:
+        for obj, path in copies:
+            _save_atomic(obj, path, self.stage)
+
+    def wait(self) -> None:
+        """Block until the files are on disk; raises the write's error if it failed."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for the last write and stop the thread; raises the write's error if it failed."""
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
+
+
+def _host_copy(obj: Any, memo: dict[int, torch.Tensor]) -> Any:
+    """``obj`` with every tensor replaced by a detached copy on the CPU (containers rebuilt, the rest shared);
+    ``memo`` maps ``id(tensor)`` to its copy, so a tensor reached twice is copied once."""
+    if isinstance(obj, torch.Tensor):
+        if id(obj) not in memo:
+            memo[id(obj)] = obj.detach().to("cpu", copy=True)
+        return memo[id(obj)]
+    if isinstance(obj, dict):
+        return type(obj)((k, _host_copy(v, memo)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_host_copy(v, memo) for v in obj)
+    return obj
 
 
 RESUME_KEYS = ("model", "optimizer", "scheduler", "rng", "epoch", "best_metric", "best_epoch", "bad_epochs",
@@ -217,12 +280,44 @@ def fit(
 
     bar = tqdm(total=optim.epochs, initial=state["epoch"], desc=stage, disable=not progress, leave=False,
                file=sys.stderr)
+    writer = CheckpointWriter(stage)
+    try:
+        stopped_early, trained = _epochs(model, train_loader, step_fn, loss_fn, optimizer, scheduler, scaler,
+                                         validate, info, optim, stage, state, writer, best_path, last_path, callbacks,
+                                         bar)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the first error is the one to report; the files stay whole
+            writer.close()
+        raise
+    finally:
+        bar.close()
+    writer.close()
+    if not best_path.exists():  # zero epochs were run (e.g. epochs already done but best missing)
+        _save_atomic(model.state_dict(), best_path, stage)
+    if not trained or state["best_epoch"] != state["epoch"]:  # else the model holds the best weights already
+        model.load_state_dict(torch.load(best_path, map_location=info.device, weights_only=True))
+    return FitResult(best_metric=float(state["best_metric"]), best_epoch=int(state["best_epoch"]),
+                     epochs=int(state["epoch"]), seconds=float(state["seconds"]), checkpoint=best_path,
+                     history=list(state["history"]), stopped_early=stopped_early)
+
+
+def _epochs(model: nn.Module, train_loader: DataLoader, step_fn: TrainingStep, loss_fn: nn.Module,
+            optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler, validate: Validator,
+            info: DeviceInfo, optim: OptimConfig, stage: str, state: dict[str, Any], writer: CheckpointWriter,
+            best_path: Path, last_path: Path, callbacks: Sequence[EpochCallback], bar: Any) -> tuple[bool, bool]:
+    """The epochs still to run; updates ``state``. Returns (stopped early, whether any epoch ran)."""
+
+    def kept() -> str:
+        writer.wait()  # the best checkpoint may still be on its way to the disk
+        return f"best checkpoint so far kept at {best_path}" if best_path.exists() else "no checkpoint yet"
+
+    trained = False
     stopped_early = state["bad_epochs"] >= optim.patience
     while state["epoch"] < optim.epochs and not stopped_early:
         epoch = state["epoch"] + 1
         t0 = time.perf_counter()
         train_loss = _train_epoch(step_fn, train_loader, loss_fn, optimizer, scaler, info, optim, stage, epoch,
-                                  best_path)
+                                  kept)
         train_seconds = time.perf_counter() - t0
         val_loss, metric = validate(model)
         scheduler.step(metric if math.isfinite(metric) else -math.inf)
@@ -231,30 +326,27 @@ def fit(
                   "lr": optimizer.param_groups[-1]["lr"], "seconds": seconds, "train_seconds": train_seconds}
         state["history"].append(record)
         state["seconds"] += seconds
+        files: list[tuple[Any, Path]] = []
         if metric > state["best_metric"]:
             state.update(best_metric=metric, best_epoch=epoch, bad_epochs=0)
-            _save_atomic(model.state_dict(), best_path, stage)
+            files.append((model.state_dict(), best_path))
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
+        trained = True
         generator = order_generator(train_loader)
-        _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-                      "loader_rng": generator.get_state() if generator is not None else None,
-                      **state}, last_path, stage)
+        files.append(({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                       "loader_rng": generator.get_state() if generator is not None else None,
+                       **copy.deepcopy(state)}, last_path))
+        writer.save(*files)
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{metric:.3f}")
         logger.debug("%s epoch %d: %s", stage, epoch, record)
         for cb in callbacks:
             cb(stage, dict(record))
         stopped_early = state["bad_epochs"] >= optim.patience
-    bar.close()
-    if not best_path.exists():  # zero epochs were run (e.g. epochs already done but best missing)
-        _save_atomic(model.state_dict(), best_path, stage)
-    model.load_state_dict(torch.load(best_path, map_location=info.device, weights_only=True))
-    return FitResult(best_metric=float(state["best_metric"]), best_epoch=int(state["best_epoch"]),
-                     epochs=int(state["epoch"]), seconds=float(state["seconds"]), checkpoint=best_path,
-                     history=list(state["history"]), stopped_early=stopped_early)
+    return stopped_early, trained
 
 
 COMPILE_BACKEND = "inductor"
@@ -289,7 +381,7 @@ class TrainingStep:
     def run(self, x: Any, y: Any, loss_fn: nn.Module, scaler: torch.amp.GradScaler, info: DeviceInfo) -> torch.Tensor:
         """Gradients of the (scaled) loss of one batch accumulated into the parameters; returns the loss."""
         if not self.untried:
-            return self._run(self.compiled or self.model, x, y, loss_fn, scaler, info)
+            return self._run(self.model if self.compiled is None else self.compiled, x, y, loss_fn, scaler, info)
         self.untried = False
         buffers = {k: b.detach().clone() for k, b in self.model.named_buffers()}
         rng = torch.get_rng_state(), (torch.cuda.get_rng_state_all() if info.is_cuda else None)
@@ -317,7 +409,7 @@ class TrainingStep:
 
 
 def _train_epoch(step_fn: TrainingStep, loader, loss_fn, optimizer, scaler, info: DeviceInfo, optim: OptimConfig,
-                 stage: str, epoch: int, best_path: Path) -> float:
+                 stage: str, epoch: int, kept: Callable[[], str]) -> float:
     step_fn.model.train()
     total, count = 0.0, 0
     for step, (x, y) in enumerate(loader, start=1):
@@ -325,9 +417,8 @@ def _train_epoch(step_fn: TrainingStep, loader, loss_fn, optimizer, scaler, info
         optimizer.zero_grad(set_to_none=True)
         value = step_fn.run(x, y, loss_fn, scaler, info).item()  # the step's host sync (GradScaler adds one)
         if not math.isfinite(value):  # checked before the optimizer step: the weights stay as they were
-            kept = f"best checkpoint so far kept at {best_path}" if best_path.exists() else "no checkpoint yet"
             raise TrainingError(
-                f"stage {stage}: loss became {value} at epoch {epoch}, step {step}; {kept}. "
+                f"stage {stage}: loss became {value} at epoch {epoch}, step {step}; {kept()}. "
                 f"Lower the learning rate or check the inputs."
             )
         scaler.step(optimizer)
