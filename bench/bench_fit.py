@@ -398,16 +398,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3, help="training steps per epoch of a tiny stage (default 3)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per fit (default 2)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per arm (default 5)")
+    parser.add_argument("--repeats", type=int, default=4, help="timed rounds per arm (default 4)")
     parser.add_argument("--paper", action="store_true", help="also the paper-size B7 models (batch 2, 1 step)")
     parser.add_argument("--paper-repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, default=None,
                         help="data.num_workers of the real loader (default: the preset's, 0)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
     parser.add_argument("--compile-all", action="store_true", help="compile every tiny stage, not only the classifier")
-    parser.add_argument("--compile-budget", type=float, default=170.0,
-                        help="seconds since the start after which the compile measurement is stopped (default 170; "
-                             "at least 30 s are given to it)")
+    parser.add_argument("--compile-budget", type=float, default=165.0,
+                        help="seconds since the start after which the compile measurement is stopped (default 165; "
+                             "it gets at least 40 s)")
     parser.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--only", help="measure the models whose name contains this text only (e.g. joint, B7)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -447,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"[{result['wall_s']:.0f} s]", flush=True)
             del stage
     if not args.no_compile:
-        timeout_s = max(30.0, args.compile_budget - (time.time() - started))
+        timeout_s = max(40.0, args.compile_budget - (time.time() - started))
         raw["compile"] = compile_child(args, timeout_s)
         for c in raw["compile"]:
             shown = (f"compile {c['compile_s']:.0f} s, speedup {c['median_speedup']:.3f}" if "median_speedup" in c

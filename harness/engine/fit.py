@@ -128,15 +128,16 @@ class CheckpointWriter:
         self._pool: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
 
-    def save(self, *files: tuple[Any, Path]) -> None:
-        """Write each ``(object, path)`` in order, after the previous batch; returns once the tensors are copied
-        (a tensor in several objects, e.g. the weights in ``best.pt`` and ``last.pt``, is copied once)."""
+    def save(self, *files: tuple[Any, Path]) -> list[Any]:
+        """Write each ``(object, path)`` in order, after the previous batch; returns the copies being written, once
+        made (a tensor in several objects, e.g. the weights in ``best.pt`` and ``last.pt``, is copied once)."""
         self.wait()
         memo: dict[int, torch.Tensor] = {}
         copies = [(_host_copy(obj, memo), path) for obj, path in files]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"checkpoint-{self.stage}")
         self._pending = self._pool.submit(self._write, copies)
+        return [obj for obj, _ in copies]
 
     def _write(self, copies: list[tuple[Any, Path]]) -> None:
         for obj, path in copies:
@@ -282,9 +283,8 @@ def fit(
                file=sys.stderr)
     writer = CheckpointWriter(stage)
     try:
-        stopped_early, trained = _epochs(model, train_loader, step_fn, loss_fn, optimizer, scheduler, scaler,
-                                         validate, info, optim, stage, state, writer, best_path, last_path, callbacks,
-                                         bar)
+        stopped_early, best = _epochs(model, train_loader, step_fn, loss_fn, optimizer, scheduler, scaler, validate,
+                                      info, optim, stage, state, writer, best_path, last_path, callbacks, bar)
     except BaseException:
         with contextlib.suppress(Exception):  # the first error is the one to report; the files stay whole
             writer.close()
@@ -294,8 +294,10 @@ def fit(
     writer.close()
     if not best_path.exists():  # zero epochs were run (e.g. epochs already done but best missing)
         _save_atomic(model.state_dict(), best_path, stage)
-    if not trained or state["best_epoch"] != state["epoch"]:  # else the model holds the best weights already
+    if best is None:  # the best epoch was before a resume, or none was better than -inf
         model.load_state_dict(torch.load(best_path, map_location=info.device, weights_only=True))
+    elif state["best_epoch"] != state["epoch"]:  # else the model holds the best weights already
+        model.load_state_dict(best)
     return FitResult(best_metric=float(state["best_metric"]), best_epoch=int(state["best_epoch"]),
                      epochs=int(state["epoch"]), seconds=float(state["seconds"]), checkpoint=best_path,
                      history=list(state["history"]), stopped_early=stopped_early)
@@ -304,14 +306,16 @@ def fit(
 def _epochs(model: nn.Module, train_loader: DataLoader, step_fn: TrainingStep, loss_fn: nn.Module,
             optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler, validate: Validator,
             info: DeviceInfo, optim: OptimConfig, stage: str, state: dict[str, Any], writer: CheckpointWriter,
-            best_path: Path, last_path: Path, callbacks: Sequence[EpochCallback], bar: Any) -> tuple[bool, bool]:
-    """The epochs still to run; updates ``state``. Returns (stopped early, whether any epoch ran)."""
+            best_path: Path, last_path: Path, callbacks: Sequence[EpochCallback],
+            bar: Any) -> tuple[bool, dict[str, torch.Tensor] | None]:
+    """The epochs still to run; updates ``state``. Returns whether training stopped early, and the best weights
+    when an epoch of this call was the best (the CPU copy written to ``best.pt``)."""
 
     def kept() -> str:
         writer.wait()  # the best checkpoint may still be on its way to the disk
         return f"best checkpoint so far kept at {best_path}" if best_path.exists() else "no checkpoint yet"
 
-    trained = False
+    best = None
     stopped_early = state["bad_epochs"] >= optim.patience
     while state["epoch"] < optim.epochs and not stopped_early:
         epoch = state["epoch"] + 1
@@ -326,27 +330,28 @@ def _epochs(model: nn.Module, train_loader: DataLoader, step_fn: TrainingStep, l
                   "lr": optimizer.param_groups[-1]["lr"], "seconds": seconds, "train_seconds": train_seconds}
         state["history"].append(record)
         state["seconds"] += seconds
-        files: list[tuple[Any, Path]] = []
-        if metric > state["best_metric"]:
+        improved = metric > state["best_metric"]
+        if improved:
             state.update(best_metric=metric, best_epoch=epoch, bad_epochs=0)
-            files.append((model.state_dict(), best_path))
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
-        trained = True
         generator = order_generator(train_loader)
-        files.append(({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-                       "loader_rng": generator.get_state() if generator is not None else None,
-                       **copy.deepcopy(state)}, last_path))
-        writer.save(*files)
+        weights = model.state_dict()
+        last = {"model": weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(), "loader_rng": generator.get_state() if generator is not None else None,
+                **copy.deepcopy(state)}
+        if improved:
+            best, _ = writer.save((weights, best_path), (last, last_path))
+        else:
+            writer.save((last, last_path))
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{metric:.3f}")
         logger.debug("%s epoch %d: %s", stage, epoch, record)
         for cb in callbacks:
             cb(stage, dict(record))
         stopped_early = state["bad_epochs"] >= optim.patience
-    return stopped_early, trained
+    return stopped_early, best
 
 
 COMPILE_BACKEND = "inductor"
