@@ -388,7 +388,7 @@ def compile_child(args: argparse.Namespace, timeout_s: float) -> list[dict[str, 
         child.communicate()
         return [{"timeout_s": round(timeout_s, 1), "why": "inductor's first compilation did not finish in the time "
                  "left; its cache keeps the progress, run again (or --compile-budget)"}]
-    lines = [line for line in out.splitlines() if line.startswith("{")]
+    lines = [line for line in out.splitlines() if line.startswith("[")]
     if child.returncode != 0 or not lines:
         return [{"error": f"exit {child.returncode}", "stderr": err.strip().splitlines()[-5:]}]
     return list(json.loads(lines[-1]))

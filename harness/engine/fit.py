@@ -312,7 +312,8 @@ def _epochs(model: nn.Module, train_loader: DataLoader, step_fn: TrainingStep, l
     when an epoch of this call was the best (the CPU copy written to ``best.pt``)."""
 
     def kept() -> str:
-        writer.wait()  # the best checkpoint may still be on its way to the disk
+        with contextlib.suppress(TrainingError):  # the loss is the error to report; a failed write keeps the old file
+            writer.wait()  # the best checkpoint may still be on its way to the disk
         return f"best checkpoint so far kept at {best_path}" if best_path.exists() else "no checkpoint yet"
 
     best = None
