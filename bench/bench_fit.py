@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3, help="training steps per epoch of a tiny stage (default 3)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per fit (default 2)")
-    parser.add_argument("--repeats", type=int, default=4, help="timed rounds per arm (default 4)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per arm (default 3)")
     parser.add_argument("--paper", action="store_true", help="also the paper-size B7 models (batch 2, 1 step)")
     parser.add_argument("--paper-repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, default=None,
