@@ -1,7 +1,7 @@
 """The fit loop's cost over a bare PyTorch loop, the DataLoader's share of an epoch, and torch.compile vs eager.
 
     .venv/bin/python bench/bench_fit.py                  # tiny stages, ~2-2.5 min on 2 shared cores (make bench)
-    .venv/bin/python bench/bench_fit.py --paper          # + the paper's B7 classifier and U-Net++ B7 (~+2.5 min)
+    .venv/bin/python bench/bench_fit.py --paper          # + the paper's B7 classifier and U-Net++ B7 (~+5 min)
     .venv/bin/python bench/bench_fit.py --only joint --repeats 7 --steps 8 --workers 2 --no-compile
 
 Models: the stages of the tiny presets (tiny-a classifier ``test_resnet`` 128 px, tiny-a U-Net++
