@@ -64,7 +64,6 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import alternate, goal, median, write_result  # noqa: E402
-from harness import NORMAL  # noqa: E402
 from harness.config import RunConfig, RuntimeConfig, load_run_config  # noqa: E402
 from harness.data.transforms import to_input, train_transform  # noqa: E402
 from harness.engine import fit as engine  # noqa: E402
@@ -162,8 +161,6 @@ class Stage:
         channels, size = self.config.data.channels, self.cfg.image_size
         n_train, n_val = self.steps * self.batch, max(self.batch, self.steps * self.batch // 4)
         imgs, masks, labels = images(n_train + n_val, size, SEED)
-        if spec.kind == "segmenter":  # pipeline A's binary segmenter trains on lesion images only
-            masks[labels == NORMAL] = 0
         self.train = as_tensors(spec.kind, imgs[:n_train], masks[:n_train], labels[:n_train], channels)
         val = as_tensors(spec.kind, imgs[n_train:], masks[n_train:], labels[n_train:], channels)
         self.val = list(DataLoader(val, batch_size=self.config.eval.batch_size))
@@ -185,7 +182,7 @@ class Stage:
     def memory_loader(self) -> DataLoader:
         """The same batches in the same order for both arms: a fresh generator with the same seed per run."""
         return DataLoader(self.train, batch_size=self.batch, shuffle=True, drop_last=True,
-                          generator=torch.Generator().manual_seed(SEED))
+                          generator=torch.Generator().manual_seed(SEED), pin_memory=self.info.pin_memory)
 
     def real_loader(self) -> DataLoader:
         """The harness's own training loader of this stage, with the preset's augmentation."""
