@@ -216,6 +216,9 @@ class RuntimeConfig(Strict):
     deterministic: bool = Field(
         False, description="force deterministic cuDNN (slower); CPU runs are always reproducible")
     progress: Literal["auto", "on", "off"] = "auto"
+    compile: Literal["auto", "on", "off"] = Field(
+        "off", description="torch.compile the model for training (auto = on CUDA only); first epoch pays the "
+        "compilation, falls back to eager with one warning when inductor cannot compile")
 
 
 class RunConfig(Strict):

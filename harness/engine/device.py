@@ -23,6 +23,7 @@ class DeviceInfo:
     amp: bool
     channels_last: bool
     pin_memory: bool
+    compile: bool = False
 
     @property
     def is_cuda(self) -> bool:
@@ -32,9 +33,15 @@ class DeviceInfo:
     def amp_dtype(self) -> torch.dtype:
         return torch.float16 if self.is_cuda else torch.bfloat16
 
+    @property
+    def grad_scaling(self) -> bool:
+        """float16 AMP needs loss scaling against gradient underflow; bfloat16 has float32's range and does not."""
+        return self.amp and self.amp_dtype == torch.float16
+
 
 def resolve_device(rt: RuntimeConfig, cuda_available: bool | None = None) -> DeviceInfo:
-    """CUDA when present (``device: auto``), else CPU; AMP and channels_last follow the device.
+    """CUDA when present (``device: auto``), else CPU; AMP, channels_last and pinned host memory follow
+    the device (``auto``), and so does ``torch.compile`` when ``runtime.compile`` is ``auto``.
 
     ``cuda_available`` is injectable so the GPU decision is testable on a CPU machine.
     """
@@ -49,7 +56,8 @@ def resolve_device(rt: RuntimeConfig, cuda_available: bool | None = None) -> Dev
     def auto(flag: str) -> bool:
         return use_cuda if flag == "auto" else flag == "on"
 
-    return DeviceInfo(device=device, amp=auto(rt.amp), channels_last=auto(rt.channels_last), pin_memory=use_cuda)
+    return DeviceInfo(device=device, amp=auto(rt.amp), channels_last=auto(rt.channels_last), pin_memory=use_cuda,
+                      compile=auto(rt.compile))
 
 
 def configure_torch(rt: RuntimeConfig, info: DeviceInfo) -> None:
@@ -63,8 +71,8 @@ def configure_torch(rt: RuntimeConfig, info: DeviceInfo) -> None:
         threads = rt.threads or max(1, cores)
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
-    logger.debug("device=%s amp=%s channels_last=%s threads=%d", info.device, info.amp, info.channels_last,
-                 torch.get_num_threads())
+    logger.debug("device=%s amp=%s channels_last=%s compile=%s threads=%d", info.device, info.amp,
+                 info.channels_last, info.compile, torch.get_num_threads())
 
 
 def seed_everything(seed: int) -> None:

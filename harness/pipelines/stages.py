@@ -56,9 +56,11 @@ def _loader(ctx: RunContext, ds: StageDataset, batch_size: int, sample_labels: n
             weighted: bool) -> DataLoader:
     """Training batches whose order and augmentation depend on ``seed`` only, not on ``data.num_workers``.
 
-    Every epoch draws its order and one augmentation seed per item from one generator in the main
-    process (:class:`SampleSeeds`). Workers are not persistent: a DataLoader draws one seed from that
-    generator per worker start-up, so persistent workers would shift later epochs' draws.
+    Every epoch draws its order and one augmentation seed per item from the sampler's generator in the main
+    process (:class:`SampleSeeds`; checkpoints save and restore it). The DataLoader draws a base seed for its
+    workers from a generator of its own, once per worker start-up, so workers can be persistent (started once
+    per stage instead of every epoch) without shifting later epochs' draws; workers' own seeds touch nothing an
+    item depends on. Host memory is pinned for asynchronous copies when the device is a GPU.
     """
     g = torch.Generator().manual_seed(seed)
     sampler: Sampler[int]
@@ -68,9 +70,10 @@ def _loader(ctx: RunContext, ds: StageDataset, batch_size: int, sample_labels: n
                                         replacement=True, generator=g)
     else:
         sampler = RandomSampler(ds, generator=g)
-    return DataLoader(Reseeded(ds), batch_size=batch_size, sampler=SampleSeeds(sampler, g), generator=g,
-                      drop_last=len(ds) > batch_size, num_workers=ctx.config.data.num_workers,
-                      pin_memory=ctx.info.pin_memory)
+    workers = ctx.config.data.num_workers
+    return DataLoader(Reseeded(ds), batch_size=batch_size, sampler=SampleSeeds(sampler, g),
+                      generator=torch.Generator().manual_seed(seed + 1), drop_last=len(ds) > batch_size,
+                      num_workers=workers, persistent_workers=workers > 0, pin_memory=ctx.info.pin_memory)
 
 
 def _reuse(ctx: RunContext, name: str, key: str, build: Callable[[], nn.Module], metric_name: str,
