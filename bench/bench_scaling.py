@@ -86,13 +86,17 @@ class Clock:
                 "train_wall": last["train_seconds"]}
 
 
-def lstsq_line(x: list[float], y: list[float]) -> dict[str, Any]:
-    """y = intercept + slope * x, least squares, with the relative residuals."""
-    a = np.column_stack([np.ones(len(x)), np.asarray(x, float)])
-    (b0, b1), *_ = np.linalg.lstsq(a, np.asarray(y, float), rcond=None)
-    pred = b0 + b1 * np.asarray(x, float)
-    rel = [round(float(r), 4) for r in (np.asarray(y) - pred) / np.asarray(y)]
-    return {"intercept": float(b0), "slope": float(b1), "rel_residuals": rel, "max_abs_rel": max(map(abs, rel))}
+def lstsq_line(x: list[float], y: list[float], nonneg: bool = False) -> dict[str, Any]:
+    """y = intercept + slope * x, least squares, with the residuals (seconds and relative). ``nonneg``: a
+    negative intercept (a fixed cost below zero) is refitted as a line through the origin."""
+    xs, ys = np.asarray(x, float), np.asarray(y, float)
+    (b0, b1), *_ = np.linalg.lstsq(np.column_stack([np.ones(len(xs)), xs]), ys, rcond=None)
+    if nonneg and b0 < 0:
+        b0, b1 = 0.0, float(xs @ ys / (xs @ xs))
+    res = ys - (b0 + b1 * xs)
+    rel = [round(float(r), 4) for r in res / ys]
+    return {"intercept": float(b0), "slope": float(b1), "residuals": [round(float(r), 4) for r in res],
+            "rel_residuals": rel, "max_abs_rel": max(map(abs, rel))}
 
 
 def power_law(size: list[int], y: list[float], ref: int = 128) -> dict[str, Any]:
@@ -104,12 +108,13 @@ def power_law(size: list[int], y: list[float], ref: int = 128) -> dict[str, Any]
             "max_abs_rel": max(map(abs, rel))}
 
 
-def exponent_fit(sizes: list[int], n: list[int], y: list[float], c: float, a: float, ref: int = 128) -> dict[str, Any]:
-    """k minimising sum (y - c - a * n * (size / ref) ** k)**2 over a grid of k in [0, 3] (c, a fixed: the
-    image-count fit), with the relative residuals."""
+def exponent_fit(sizes: list[int], y: list[float], c: float, per_ref: list[float], ref: int = 128) -> dict[str, Any]:
+    """k minimising sum (y - c - per_ref * (size / ref) ** k)**2 over a grid of k in [0, 3]: ``c`` the epoch's
+    constant and ``per_ref`` its per-image seconds at ``ref`` px (both from the image-count fit), with the
+    relative residuals."""
     ks = np.linspace(0.0, 3.0, 3001)
     scale = (np.asarray(sizes, float)[None, :] / ref) ** ks[:, None]
-    pred = c + a * np.asarray(n, float)[None, :] * scale
+    pred = c + np.asarray(per_ref, float)[None, :] * scale
     k = int(np.argmin(((np.asarray(y, float)[None, :] - pred) ** 2).sum(1)))
     rel = [round(float(r), 4) for r in (np.asarray(y) - pred[k]) / np.asarray(y)]
     return {"exponent": float(ks[k]), "rel_residuals": rel, "max_abs_rel": max(map(abs, rel))}
@@ -180,17 +185,15 @@ def fit_cost_model(trials: list[dict[str, Any]], count_tags: list[str], res_tags
     detail: dict[str, Any] = {}
     for stage, kind in KIND_OF.items():
         st = [t["stages"][stage] for t in counts]
-        tr = lstsq_line([s["train"] for s in st], [s["train_cpu"] for s in st])
-        va = lstsq_line([s["val"] for s in st], [s["val_cpu"] for s in st])
-        c_train, c_val = max(0.0, tr["intercept"]), max(0.0, va["intercept"])
-        sizes = [t["size"] for t in res]
-        ex = exponent_fit(sizes, [t["stages"][stage]["train"] for t in res],
-                          [t["stages"][stage]["train_cpu"] for t in res], c_train, tr["slope"])
-        ex_val = exponent_fit(sizes, [t["stages"][stage]["val"] for t in res],
-                              [t["stages"][stage]["val_cpu"] for t in res], c_val, va["slope"])
-        kinds[kind] = {"epoch_s": c_train + c_val, "train_s_per_image": tr["slope"], "val_s_per_image": va["slope"],
+        tr = lstsq_line([s["train"] for s in st], [s["train_cpu"] for s in st], nonneg=True)
+        va = lstsq_line([s["val"] for s in st], [s["val_cpu"] for s in st], nonneg=True)
+        epoch_s = tr["intercept"] + va["intercept"]
+        rs = [t["stages"][stage] for t in res]
+        ex = exponent_fit([t["size"] for t in res], [s["cpu"] for s in rs], epoch_s,
+                          [tr["slope"] * s["train"] + va["slope"] * s["val"] for s in rs])
+        kinds[kind] = {"epoch_s": epoch_s, "train_s_per_image": tr["slope"], "val_s_per_image": va["slope"],
                        "exponent": ex["exponent"]}
-        detail[kind] = {"train_line": tr, "val_line": va, "train_exponent": ex, "val_exponent": ex_val}
+        detail[kind] = {"train_line": tr, "val_line": va, "epoch_exponent": ex}
     from harness.tune.plan import CostModel, StageCost, evaluation_seconds
 
     costs = {k: StageCost(**v) for k, v in kinds.items()}
@@ -201,9 +204,9 @@ def fit_cost_model(trials: list[dict[str, Any]], count_tags: list[str], res_tags
         trained = sum(t["epochs"] * t["stages"][s]["cpu"] for s in KIND_OF)
         rest.append(t["cpu"] - trained - evaluation_seconds(bare, work, 0, t["views"]))
         n_eval.append(t["n_eval"])
-    ev = lstsq_line(n_eval, rest)
-    detail["eval_line"] = ev
-    return {"kinds": kinds, "trial_s": max(0.0, ev["intercept"]), "eval_s_per_image": max(0.0, ev["slope"]),
+    ev = lstsq_line(n_eval, rest, nonneg=True)
+    detail["eval_line"] = ev  # residuals in seconds: what is left of a trial after training and inference is small
+    return {"kinds": kinds, "trial_s": ev["intercept"], "eval_s_per_image": max(0.0, ev["slope"]),
             "detail": detail}
 
 
@@ -226,16 +229,14 @@ def predict(trials: list[dict[str, Any]], cost: Any) -> list[dict[str, float]]:
 
 
 def cost_block(fit: dict[str, Any], fitted: str) -> str:
-    """The ``COST = ...`` assignment for harness/tune/plan.py."""
+    """The lines of harness/tune/plan.py that hold the fitted coefficients (paste them over the old ones)."""
     def sc(k: str) -> str:
         c = fit["kinds"][k]
         return (f"StageCost(epoch_s={c['epoch_s']:.3g}, train_s_per_image={c['train_s_per_image']:.3g}, "
                 f"val_s_per_image={c['val_s_per_image']:.3g}, exponent={c['exponent']:.3g})")
-    return (f"_SEGMENTER_COST = {sc('segmenter')}\n\nCOST = CostModel(\n"
-            f"    kinds={{\"classifier\": {sc('classifier')},\n"
-            f"           \"segmenter\": _SEGMENTER_COST,\n           \"joint\": _SEGMENTER_COST}},\n"
-            f"    models=..., trial_s={fit['trial_s']:.3g}, eval_s_per_image={fit['eval_s_per_image']:.3g},\n"
-            f"    fitted={fitted!r})")
+    return (f"_CLASSIFIER_COST = {sc('classifier')}\n_SEGMENTER_COST = {sc('segmenter')}\n"
+            f"_TRIAL_S, _EVAL_S_PER_IMAGE = {fit['trial_s']:.3g}, {fit['eval_s_per_image']:.3g}\n"
+            f"_FITTED = {json.dumps(fitted)}")
 
 
 def measure(args: argparse.Namespace) -> tuple[list[dict[str, Any]], float]:
@@ -285,9 +286,10 @@ def main() -> int:
 
     torch.set_num_threads(1)
     load = os.getloadavg()
-    prep_s = 0.0
+    measured = time.strftime("%Y-%m-%d")
     if args.refit:
-        earlier = json.loads(args.refit.read_text())["raw"]
+        doc = json.loads(args.refit.read_text())
+        earlier, measured = doc["raw"], str(doc.get("started", ""))[:10] or measured
         trials, prep_s = earlier["trials"], earlier.get("prepare_seconds", 0.0)
         args.counts = sorted({t["images"] for t in trials if t["max_steps"] is None})
         args.sizes = sorted({t["size"] for t in trials if t["max_steps"] is not None})
@@ -308,7 +310,7 @@ def main() -> int:
     from harness.tune.plan import COST, CostModel, StageCost
 
     fitted_desc = (f"bench/bench_scaling.py, {PRESET} trials, 1 thread, CPU seconds, {os.cpu_count()}-core "
-                   f"{_cpu_name()}, {time.strftime('%Y-%m-%d')}")
+                   f"{_cpu_name()}, {measured}")
     fitted = CostModel(kinds={**{k: StageCost(**v) for k, v in fit["kinds"].items()},
                               "joint": StageCost(**fit["kinds"]["segmenter"])},
                        models=COST.models, trial_s=fit["trial_s"], eval_s_per_image=fit["eval_s_per_image"],
@@ -316,7 +318,8 @@ def main() -> int:
     checks, committed = predict(trials, fitted), predict(trials, COST)
     plan_err = max(abs(c["rel_error"]) for c in checks)
     block = cost_block(fit, fitted_desc)
-    print("\ncost model for harness/tune/plan.py:\n" + block + "\n", flush=True)
+    print("\ncost model for harness/tune/plan.py (paste over its _CLASSIFIER_COST ... _FITTED lines):\n" + block
+          + "\n", flush=True)
     summary = {"scaling_s_per_image_epoch": round(by_count["slope"], 6),
                "scaling_resolution_exponent": round(power["exponent"], 3),
                "scaling_s_per_megapixel": round(mpx["slope"], 4),

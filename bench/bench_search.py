@@ -16,9 +16,10 @@ Tune + Optuna, W&B off, one thread per trial), each with a ``StudySpec`` built h
 
 * grid: ``sampler: grid``, FIFO, every level trained in full (``patience`` above ``epochs``: no early
   stopping), two trials at once;
-* search: ``sampler: tpe``, ``scheduler: asha`` (the stage-aligned ASHA; grace 2 epochs, reduction
-  factor 4: rungs at segmenter epochs 2 and 8), one trial at a time, so that the run is deterministic
-  (with two at once, ASHA's cut-offs and TPE's draws depend on the order in which results arrive).
+* search: ``sampler: tpe``, ``scheduler: asha`` (the stage-aligned ASHA; grace 1 epoch, reduction
+  factor 3 as in the Hyperband/ASHA papers: rungs at segmenter epochs 1, 3 and 9), one trial at a time,
+  so that the run is deterministic (with two at once, ASHA's cut-offs and TPE's draws depend on the
+  order in which results arrive).
 
 **Compute** is counted in trained epochs: an epoch hook in every trial appends each epoch to a ledger
 (epochs replayed from the stage cache are marked and not counted). Training is deterministic on CPU,
@@ -26,26 +27,31 @@ so the count does not depend on other load on the machine; wall seconds are repo
 shared between the arms but the dataset and its decoded-image cache: each study has its own stage
 store, so a search trial that lands on a grid level trains it again (a shared store would make it free).
 Within the search, the study's own store works as in any study: a level drawn again after it completed
-is a cache hit (0 epochs), one drawn again after ASHA stopped it resumes from its last epoch.
+is a cache hit (0 epochs), one drawn again after ASHA stopped it resumes after its last epoch.
 
 **How the 25 % budget is enforced.** By the trial budget and ASHA's stopping. The grid costs
 ``G = levels x epochs + 1`` epochs (+ 1: the ROI classifier). The search gets the largest trial count
-whose expected cost fits ``0.25 G``: the first trial runs in full (an empty rung always promotes),
-every later one is charged ASHA's asymptotic cost ``r_0 + sum_k (r_{k+1} - r_k) / rf**(k+1)`` (rungs
-``r_k``, last mark = epochs; a fraction 1/rf passes each rung), which gives 7 trials here. ASHA's stops
-depend on the scores, so the budget holds in expectation, not by construction: the measured fraction
-is reported as ``search_compute_fraction`` with its own goal (<= 0.25), and a run that overspends
-misses that goal visibly instead of being cut short.
+whose expected cost fits ``0.25 G`` under a null model of ASHA that needs no data: every report's score
+an independent uniform draw, trials one after the other, no repeated level (a Monte Carlo of the same
+rule as Ray's ASHA; early trials pass rungs more often than 1/rf since a rung with few records has a low
+cut-off). Here: 7 trials, 39.3 expected epochs of 40.25. ASHA's stops depend on the scores, so the
+budget holds in expectation, not by construction: the measured fraction is reported as
+``search_compute_fraction`` with its own goal (<= 0.25), and a run that overspends misses that goal
+visibly instead of being cut short.
 
 **Figures.** ``search_efficiency_ratio`` = best validation objective of the search's COMPLETE trials
 (trials ASHA stopped are PRUNED and never ranked, as in harness.tune.bookkeeping.best_trials) / the
 grid's best; with several ``--seeds`` (sampler seeds, one grid) the median. One search is one draw, so
 ``raw.replay`` also replays the search on the grid's recorded epoch curves (training is deterministic:
 a search trial at a level reports exactly the grid's curve there) for 2000 random draw sequences with
-the same budget and ASHA rule, giving the ratio's distribution at no training cost; the replay of the
-real run's own draws must reproduce its epochs and best score (``raw.replay.check``). Note: with
-fewer than 10 trials Optuna's TPE is still in its random start-up phase (``n_startup_trials=10``), so
-this measures random search + ASHA, which is what the harness's TPE is at such budgets.
+the same budget and ASHA rule: the ratio's distribution at no training cost
+(``search_replay_p_ratio_ge_0_98``), the same for other grace / reduction-factor settings
+(``raw.replay.asha_settings``), and the replay of the real run's own draws, which must reproduce its
+epochs and best score (``raw.replay.check``). ``raw.rank_correlation_with_final``: how well the stage
+score at each rung ranks the levels' final objective (what ASHA relies on). Note: with fewer than 10
+trials Optuna's TPE is still in its random start-up phase (``n_startup_trials=10``,
+harness.tune.tuner.make_searcher), so this measures random search + ASHA, which is what the harness's
+TPE is at such budgets.
 """
 
 from __future__ import annotations
@@ -116,15 +122,45 @@ def asha_rungs(grace: int, rf: float, max_t: int) -> list[int]:
     return [int(grace * rf**k) for k in range(n)]
 
 
-def expected_trial_epochs(grace: int, rf: float, epochs: int) -> float:
-    """Asymptotic epochs of one ASHA trial: all reach the first rung, a fraction 1/rf passes each rung."""
-    marks = sorted({*(r for r in asha_rungs(grace, rf, epochs) if r < epochs), epochs})
-    return marks[0] + sum((marks[k + 1] - marks[k]) / rf ** (k + 1) for k in range(len(marks) - 1))
+def expected_search_epochs(trials: int, grace: int, rf: float, epochs: int, extra_epochs: int = 1,
+                           sims: int = 2000) -> float:
+    """Mean epochs of ``trials`` sequential ASHA trials under a null model: every report's score is an
+    independent uniform draw (nothing carries over between rungs) and no level repeats. Early trials
+    are promoted more often than 1/rf (a rung with few records has a low cut-off, an empty one none),
+    which the asymptotic ``1/rf`` per rung misses. ``extra_epochs``: the ROI classifier, paid once."""
+    rng = np.random.default_rng(0)
+    total = 0
+    for _ in range(sims):
+        bracket, paid = Bracket(grace, rf, epochs), 0
+        completed = False
+        for trial in range(trials):
+            values = rng.random(epochs)
+            for e in range(1, epochs + 1):
+                paid += 1
+                if bracket.stop(trial, e, float(values[e - 1])):
+                    break
+            else:
+                paid += 0 if completed else extra_epochs
+                completed = True
+        total += paid
+    return total / sims
 
 
-def default_trials(budget_epochs: float, epochs: int, grace: int, rf: float) -> int:
-    """Largest trial count whose expected cost fits the budget (the first trial runs in full)."""
-    return max(1, 1 + math.floor((budget_epochs - epochs) / expected_trial_epochs(grace, rf, epochs)))
+def default_trials(budget_epochs: float, grace: int, rf: float, epochs: int) -> int:
+    """Largest trial count whose null-model expected cost (:func:`expected_search_epochs`) fits the budget."""
+    n = 1
+    while n < 100 and expected_search_epochs(n + 1, grace, rf, epochs) <= budget_epochs:
+        n += 1
+    return n
+
+
+def percentile(values: list[float], q: float) -> float:
+    """numpy's default (linear) percentile of a short list, without numpy's per-call overhead."""
+    xs = sorted(values)
+    pos = q / 100 * (len(xs) - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 class Bracket:
@@ -140,7 +176,7 @@ class Bracket:
                 return False
             if t < milestone:
                 continue
-            cutoff = float(np.nanpercentile(list(recorded.values()), (1 - 1 / self.rf) * 100)) if recorded else None
+            cutoff = percentile(list(recorded.values()), (1 - 1 / self.rf) * 100) if recorded else None
             recorded[trial] = value
             return cutoff is not None and value < cutoff
         return False
@@ -201,6 +237,26 @@ def replay_distribution(curves: dict[float, list[float]], finals: dict[float, fl
             "p_fraction_le_0.25": round(float(np.mean(np.asarray(fractions) <= BUDGET)), 4)}
 
 
+def settings_table(curves: dict[float, list[float]], finals: dict[float, float], *, budget: float,
+                   grid_epochs: int, grid_best: float) -> list[dict[str, Any]]:
+    """The replay for other ASHA settings, each with its own null-model trial count (what-if, no training)."""
+    epochs = len(next(iter(curves.values())))
+    rows = []
+    for grace in (1, 2, 4):
+        for rf in (2.0, 3.0, 4.0):
+            n = default_trials(budget, grace, rf, epochs)
+            rows.append({"grace": grace, "rf": rf, "rungs": asha_rungs(grace, rf, epochs), "trials": n,
+                         **replay_distribution(curves, finals, n, grace=grace, rf=rf, grid_epochs=grid_epochs,
+                                               grid_best=grid_best, n=500)})
+    return rows
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Rank correlation (no ties expected between float scores)."""
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
 # ---------------------------------------------------------------------------------------------
 # The two studies
 
@@ -234,11 +290,7 @@ def study_spec(name: str, args: argparse.Namespace, *, sampler: str, trials: int
 
 
 def run_arm(spec: Any, study_dir: Path, data: Path) -> dict[str, Any]:
-    """Run one study; its trials in order (level, state, objective, stage curve) and its ledger."""
-    import optuna
-
-    from harness.tune.bookkeeping import load_studies, open_storage
-    from harness.tune.paths import StudyPaths
+    """Run one study with the epoch ledger; its record (:func:`read_arm`) and wall seconds."""
     from harness.tune.runner import run_study
 
     ledger = study_dir.parent / f"{study_dir.name}.ledger.jsonl"
@@ -246,6 +298,17 @@ def run_arm(spec: Any, study_dir: Path, data: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     run_study(spec, study_dir, data_dir=data, epoch_hooks=[EpochLedger(str(ledger))], ray_init={"num_cpus": 2})
     seconds = time.perf_counter() - t0
+    (study_dir.parent / f"{study_dir.name}.seconds").write_text(f"{seconds:.1f}")
+    return read_arm(spec, study_dir)
+
+
+def read_arm(spec: Any, study_dir: Path) -> dict[str, Any]:
+    """A finished study's trials in order (level, state, objective, stage curve), its ledger and wall seconds."""
+    import optuna
+
+    from harness.tune.bookkeeping import load_studies, open_storage
+    from harness.tune.paths import StudyPaths
+
     paths = StudyPaths(study_dir)
     study = load_studies(spec, open_storage(paths.storage_url))[PIPELINE]
     trials = []
@@ -256,8 +319,10 @@ def run_arm(spec: Any, study_dir: Path, data: Path) -> dict[str, Any]:
         trials.append({"number": t.number, "state": t.state.name, AXIS: t.user_attrs.get("overrides", {}).get(AXIS),
                        OBJECTIVE: t.values[0] if complete else None, "curve": curve})
     scores = [t[OBJECTIVE] for t in trials if t[OBJECTIVE] is not None and math.isfinite(t[OBJECTIVE])]
-    return {"trials": trials, "best": max(scores) if scores else math.nan, "seconds": round(seconds, 1),
-            **read_ledger(ledger)}
+    seconds = study_dir.parent / f"{study_dir.name}.seconds"
+    return {"trials": trials, "best": max(scores) if scores else math.nan,
+            "seconds": float(seconds.read_text()) if seconds.exists() else math.nan,
+            **read_ledger(study_dir.parent / f"{study_dir.name}.ledger.jsonl")}
 
 
 def main() -> int:
@@ -269,12 +334,14 @@ def main() -> int:
     ap.add_argument("--low", type=float, default=0.001)
     ap.add_argument("--high", type=float, default=0.010)
     ap.add_argument("--step", type=float, default=0.001)
-    ap.add_argument("--grace", type=int, default=2, help="ASHA grace period (epochs into the segmenter stage)")
-    ap.add_argument("--rf", type=float, default=4.0, help="ASHA reduction factor")
+    ap.add_argument("--grace", type=int, default=1, help="ASHA grace period (epochs into the segmenter stage)")
+    ap.add_argument("--rf", type=float, default=3.0, help="ASHA reduction factor")
     ap.add_argument("--trials", type=int, help="search trial budget (default: the largest whose expected cost "
                     "fits 25 %% of the grid, see above)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[42], help="sampler seeds, one search each")
     ap.add_argument("--out", type=Path, help="work directory, kept (default: a temporary one, removed)")
+    ap.add_argument("--grid-from", type=Path, metavar="OUT",
+                    help="reuse the data and the grid of an earlier run's --out (same settings) instead of training it")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     t_start = time.time()
@@ -288,19 +355,27 @@ def main() -> int:
     grid_levels = levels(args.low, args.high, args.step)
     planned = len(grid_levels) * args.epochs + 1
     budget = BUDGET * planned
-    trials = args.trials or default_trials(budget, args.epochs, args.grace, args.rf)
+    trials = args.trials or default_trials(budget, args.grace, args.rf, args.epochs)
     print(f"axis {AXIS}: {len(grid_levels)} levels x {args.epochs} epochs (+1 ROI classifier epoch) = {planned}; "
           f"search budget {budget:.1f} epochs -> {trials} trials (ASHA grace {args.grace}, rf {args.rf:g}, rungs "
           f"{asha_rungs(args.grace, args.rf, args.epochs)}, expected "
-          f"{expected_trial_epochs(args.grace, args.rf, args.epochs):.2f} epochs a trial)", flush=True)
+          f"{expected_search_epochs(trials, args.grace, args.rf, args.epochs):.1f} epochs)", flush=True)
     load = os.getloadavg()
     try:
-        data = work / "data"
-        t0 = time.perf_counter()
-        synthesize(data, n_images=args.images, size=128, seed=0)
-        synth_s = time.perf_counter() - t0
-        grid = run_arm(study_spec("bench_grid", args, sampler="grid", trials=None, seed=0, concurrent=2),
-                       work / "grid", data)
+        grid_spec = study_spec("bench_grid", args, sampler="grid", trials=None, seed=0, concurrent=2)
+        synth_s = 0.0
+        if args.grid_from:
+            data = args.grid_from / "data"
+            grid = read_arm(grid_spec, args.grid_from / "grid")
+            if sorted(t[AXIS] for t in grid["trials"]) != grid_levels or any(
+                    len(t["curve"] or []) != args.epochs for t in grid["trials"]):
+                ap.error(f"--grid-from {args.grid_from}: its grid has other levels or epochs than these settings")
+        else:
+            data = work / "data"
+            t0 = time.perf_counter()
+            synthesize(data, n_images=args.images, size=128, seed=0)
+            synth_s = time.perf_counter() - t0
+            grid = run_arm(grid_spec, work / "grid", data)
         print(f"grid: best {OBJECTIVE} {grid['best']:.4f}, {grid['epochs']} epochs, {grid['seconds']:.0f} s",
               flush=True)
         searches = []
@@ -332,6 +407,11 @@ def main() -> int:
           f"{dist['fraction_median']}, P(<= 0.25) {dist['p_fraction_le_0.25']}; real runs reproduced: "
           f"{all(c['matches'] for c in checks)}", flush=True)
 
+    table = settings_table(curves, finals, budget=budget, grid_epochs=grid["epochs"], grid_best=grid["best"])
+    levels_sorted = sorted(curves)
+    ranks = {e: round(spearman([curves[v][e - 1] for v in levels_sorted], [finals[v] for v in levels_sorted]), 3)
+             for e in sorted({*asha_rungs(args.grace, args.rf, args.epochs), args.epochs})}
+    print(f"rank correlation of the stage score at epoch e with the final objective over the levels: {ranks}")
     ratio = statistics.median(s["ratio"] for s in searches)
     fraction = statistics.median(s["compute_fraction"] for s in searches)
     summary = {"search_efficiency_ratio": round(ratio, 4), "search_compute_fraction": round(fraction, 4),
@@ -340,9 +420,12 @@ def main() -> int:
     raw = {"axis": AXIS, "pipeline": PIPELINE, "objective": OBJECTIVE, "levels": grid_levels,
            "settings": {k: v for k, v in vars(args).items() if k != "out"}, "trials": trials,
            "budget_epochs": budget, "asha_rungs": asha_rungs(args.grace, args.rf, args.epochs),
-           "expected_trial_epochs": expected_trial_epochs(args.grace, args.rf, args.epochs),
+           "expected_search_epochs": expected_search_epochs(trials, args.grace, args.rf, args.epochs),
            "synth_seconds": round(synth_s, 1), "loadavg_at_start": load, "loadavg_at_end": os.getloadavg(),
-           "grid": grid, "searches": searches, "replay": {"check": checks, "distribution": dist}}
+           "grid": grid, "searches": searches, "replay": {"check": checks, "distribution": dist,
+                                                             "asha_settings": table},
+           "rank_correlation_with_final": ranks,
+           "levels_within_2pct": [v for v in levels_sorted if finals[v] >= 0.98 * grid["best"]]}
     write_result("bench_search", summary=summary, raw=raw, started=t_start,
                  goals={"search_efficiency_ratio": goal(ratio, 0.98, ">="),
                         "search_compute_fraction": goal(fraction, BUDGET, "<=")})

@@ -94,22 +94,28 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple | list) else value
 
 
+# Fitted by bench/bench_scaling.py (it prints these lines; paste them over these to refit):
+_CLASSIFIER_COST = StageCost(epoch_s=0.0376, train_s_per_image=0.00607, val_s_per_image=0.000834, exponent=2.24)
+_SEGMENTER_COST = StageCost(epoch_s=0, train_s_per_image=0.0293, val_s_per_image=0.00961, exponent=2.36)
+_TRIAL_S, _EVAL_S_PER_IMAGE = 0, 0.00155
+_FITTED = "bench/bench_scaling.py, tiny-a trials, 1 thread, CPU seconds, 2-core AMD EPYC, 2026-11-30"
+
 _SEGMENTER_MODEL = {"arch": "unetplusplus", "encoder": "tu-mobilenetv3_small_050",
                     "decoder_channels": [32, 32, 16, 16, 8]}
-_SEGMENTER_COST = StageCost(epoch_s=0.05, train_s_per_image=0.029, val_s_per_image=0.0079, exponent=1.72)
-
 COST = CostModel(
-    kinds={"classifier": StageCost(epoch_s=0.03, train_s_per_image=0.0049, val_s_per_image=0.0012, exponent=1.86),
-           "segmenter": _SEGMENTER_COST,
+    kinds={"classifier": _CLASSIFIER_COST, "segmenter": _SEGMENTER_COST,
            "joint": _SEGMENTER_COST},  # the same U-Net++ with a small head on its encoder: not fitted separately
     models={"classifier": {"backbone": "test_resnet", "head_hidden": 128},
             "segmenter": _SEGMENTER_MODEL, "joint": _SEGMENTER_MODEL},
-    trial_s=1.0, eval_s_per_image=0.004,
-    fitted="bench/bench_scaling.py, tiny-a trials, 1 thread, CPU seconds, 2-core VM (Intel Xeon), 2026-11-30")
-"""The cost model, fitted by ``bench/bench_scaling.py`` on this project's 2-core development VM (one
-thread per trial, CPU seconds, i.e. a quiet machine's wall time). Refit on another machine with
-``python bench/bench_scaling.py`` and paste the ``COST = ...`` block it prints (also in
-``bench/results/bench_scaling.json``, ``raw.cost_model``) over this one."""
+    trial_s=_TRIAL_S, eval_s_per_image=_EVAL_S_PER_IMAGE, fitted=_FITTED)
+"""The cost model of :func:`trial_seconds`, fitted by ``bench/bench_scaling.py`` on this project's 2-core
+development VM: tiny-a trials (classifier and U-Net++ at 128-320 px, 100-1000 images), one thread, CPU
+seconds of the process (a quiet machine's wall time; on a loaded one, wall time was ~2x). Its largest
+error on the measured trials was 13 % (``scaling_plan_max_rel_error``). To refit (another machine, other
+library versions): ``python bench/bench_scaling.py`` prints the four ``_CLASSIFIER_COST ... _FITTED``
+lines above (also ``raw.cost_model.block`` of ``bench/results/bench_scaling.json``); paste them here.
+``python bench/bench_scaling.py --refit bench/results/bench_scaling.json`` fits an earlier measurement
+again; its ``raw.committed_max_rel_error`` says how far these constants are from what it measured."""
 
 
 @dataclass(frozen=True)
@@ -382,6 +388,7 @@ def format_plan(p: Plan) -> str:
     per_trial = ", ".join(f"{k} {v:.1f} s" for k, v in p.trial_seconds.items())
     lines.append(f"  every trial besides training (evaluation, set-up, Ray/Optuna/W&B): {per_trial}")
     lines.append(f"  estimated: search {p.search_seconds / 60:.1f} min + final {p.final_seconds / 60:.1f} min = "
-                 f"{p.estimated_seconds / 60:.1f} min (estimated_seconds {p.estimated_seconds:.0f}); "
-                 f"cost model: {p.cost_model}")
+                 f"{p.estimated_seconds / 60:.1f} min (estimated_seconds {p.estimated_seconds:.0f}; upper bound: "
+                 f"no early stopping)")
+    lines.append(f"  cost model: {p.cost_model}")
     return "\n".join(lines)
