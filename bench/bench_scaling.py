@@ -24,19 +24,27 @@ quiet machine's wall clock shows, and they barely move when other jobs load the 
 fits are in ``raw`` with the load factor wall/CPU):
 
 * ``scaling_s_per_image_epoch``: slope of an epoch's seconds (all stages, training + validation) against
-  the dataset's image count, image-count trials, 128 px (line with intercept);
+  the dataset's image count, image-count trials, 128 px (least-squares line with intercept);
 * ``scaling_resolution_exponent``: power law ``epoch seconds = c * (px / 128) ** k`` (log-log line)
   over the resolution trials; ``scaling_s_per_megapixel`` the alternative linear model (seconds per
   processed image = b0 + b1 * megapixels of the input); both models' relative residuals are in
   ``raw.fits``, and the one with the smaller residuals is named in ``raw.fits.resolution_model``;
 * the **cost model** of :mod:`harness.tune.plan` (:func:`harness.tune.plan.trial_seconds`), per stage
-  kind: epoch constant and seconds per training / validation image at 128 px (image-count trials),
-  exponent of the per-image training seconds (resolution trials); per trial: fixed seconds and
-  evaluation seconds per image (all trials, after the fitted inference through the stages);
+  kind: epoch constant and seconds per training / validation image at 128 px (lines over the
+  image-count trials; a negative intercept is refitted through the origin), and the exponent of
+  ``epoch = constant + per-image seconds * (px / 128) ** k`` (least squares over a grid of k, the
+  resolution trials); per trial: fixed seconds and evaluation seconds per image (a line, all trials,
+  over what is left of a trial after its epochs and the fitted inference through its stages; those
+  residuals are in seconds, as what is left is small);
 * ``scaling_plan_max_rel_error``: the fitted cost model's prediction of every measured trial's CPU
   seconds, largest relative error; ``raw.committed_max_rel_error`` the same for the coefficients
-  in ``harness/tune/plan.py`` (refit them when it drifts: paste the printed ``COST = ...`` block).
+  in ``harness/tune/plan.py`` (refit them when it drifts: paste the printed lines, see
+  :data:`harness.tune.plan.COST`). ``--refit RESULT_JSON`` fits an earlier measurement again.
 
+The evaluation of a trial is modelled coarsely (pipeline A segments only the images its classifier calls
+lesions, which the model cannot know): it is a small part of a tiny trial. The data are written at 128 px
+(the stage input size, not the file's, sets the training cost; real images of ~500 px cost more in
+evaluation, which computes metrics at the original size).
 The joint kind (pipeline C) is not measured: the plan uses the segmenter's coefficients for it.
 """
 

@@ -95,20 +95,29 @@ class EpochLedger:
 
     def __call__(self, stage: str, record: dict[str, Any]) -> None:
         line = {"stage": stage, "epoch": int(record["epoch"]), "seconds": float(record.get("seconds", 0.0)),
-                "val_metric": float(record["val_metric"]), "replayed": bool(record.get("replayed", False))}
+                "val_metric": float(record["val_metric"]), "replayed": bool(record.get("replayed", False)),
+                "pid": os.getpid(), "cpu": time.process_time()}
         with open(self.path, "a", encoding="utf-8") as f:  # one short append per line
             f.write(json.dumps(line) + "\n")
 
 
 def read_ledger(path: Path) -> dict[str, Any]:
-    """Trained epochs (replays excluded) and their seconds, in all and per stage."""
+    """Trained epochs (replays excluded), their wall seconds, and the CPU seconds of the epochs that follow
+    another epoch of the same stage in the same worker (a quiet machine's epoch time), per stage too."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
     trained = [r for r in rows if not r["replayed"]]
     per_stage: dict[str, int] = {}
     for r in trained:
         per_stage[r["stage"]] = per_stage.get(r["stage"], 0) + 1
+    cpu, last = [], {}
+    for r in trained:
+        prev = last.get(r["pid"])
+        if prev and prev["stage"] == r["stage"] and prev["epoch"] + 1 == r["epoch"]:
+            cpu.append(r["cpu"] - prev["cpu"])
+        last[r["pid"]] = r
     return {"epochs": len(trained), "replayed": len(rows) - len(trained), "per_stage": per_stage,
-            "epoch_seconds": round(sum(r["seconds"] for r in trained), 2)}
+            "epoch_seconds": round(sum(r["seconds"] for r in trained), 2),
+            "epoch_cpu_median": round(statistics.median(cpu), 3) if cpu else None}
 
 
 # ---------------------------------------------------------------------------------------------
