@@ -95,9 +95,9 @@ def _plain(value: Any) -> Any:
 
 
 # Fitted by bench/bench_scaling.py (it prints these lines; paste them over these to refit):
-_CLASSIFIER_COST = StageCost(epoch_s=0.0376, train_s_per_image=0.00607, val_s_per_image=0.000834, exponent=2.24)
-_SEGMENTER_COST = StageCost(epoch_s=0, train_s_per_image=0.0293, val_s_per_image=0.00961, exponent=2.36)
-_TRIAL_S, _EVAL_S_PER_IMAGE = 0, 0.00155
+_CLASSIFIER_COST = StageCost(epoch_s=0.0213, train_s_per_image=0.00615, val_s_per_image=0.00217, exponent=2.03)
+_SEGMENTER_COST = StageCost(epoch_s=0.0931, train_s_per_image=0.0298, val_s_per_image=0.00903, exponent=2.35)
+_TRIAL_S, _EVAL_S_PER_IMAGE = 0, 0.00198
 _FITTED = "bench/bench_scaling.py, tiny-a trials, 1 thread, CPU seconds, 2-core AMD EPYC, 2026-11-30"
 
 _SEGMENTER_MODEL = {"arch": "unetplusplus", "encoder": "tu-mobilenetv3_small_050",
@@ -111,11 +111,12 @@ COST = CostModel(
 """The cost model of :func:`trial_seconds`, fitted by ``bench/bench_scaling.py`` on this project's 2-core
 development VM: tiny-a trials (classifier and U-Net++ at 128-320 px, 100-1000 images), one thread, CPU
 seconds of the process (a quiet machine's wall time; on a loaded one, wall time was ~2x). Its largest
-error on the measured trials was 13 % (``scaling_plan_max_rel_error``). To refit (another machine, other
-library versions): ``python bench/bench_scaling.py`` prints the four ``_CLASSIFIER_COST ... _FITTED``
-lines above (also ``raw.cost_model.block`` of ``bench/results/bench_scaling.json``); paste them here.
-``python bench/bench_scaling.py --refit bench/results/bench_scaling.json`` fits an earlier measurement
-again; its ``raw.committed_max_rel_error`` says how far these constants are from what it measured."""
+error on the measured trials was 13 % (``scaling_plan_max_rel_error``: the 320 px trial; 10 % or less on
+the others). To refit (another machine, other library versions): ``python bench/bench_scaling.py`` prints
+the four ``_CLASSIFIER_COST ... _FITTED`` lines above (also ``raw.cost_model.block`` of
+``bench/results/bench_scaling.json``); paste them here. ``python bench/bench_scaling.py --refit
+bench/results/bench_scaling.json`` fits an earlier measurement again; its ``raw.committed_max_rel_error``
+says how far these constants are from what it measured."""
 
 
 @dataclass(frozen=True)
