@@ -14,7 +14,11 @@ one trial's classifier metric and another's segmenter Dice on the same rung. Her
 - the mode is the objective's, and ``proxy`` is oriented to match (timeline docstring);
 - reports replayed from the stage cache are recorded (they are real epochs of the same stage config)
   but never stop the trial: finishing a trial whose remaining stages are cached costs seconds;
-- the final report (``final=1``, the objective) is not a stage epoch and is never put on a rung.
+- the final report (``final=1``, the objective) is not a stage epoch and is never put on a rung;
+- the last stage's final planned epoch is never a reason to stop (Ray puts a rung there when
+  ``grace * rf**k`` equals the stage's epochs): the trial is trained in full by then, and stopping it
+  would only throw its evaluation away and record it as pruned. An earlier stage's last epoch still
+  is a rung: stopping there saves training the later stages.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class StageAlignedASHA(FIFOScheduler):
             raise ValueError(f'mode must be "max" or "min", but got mode={mode!r}')
         self._metric, self._mode = metric, mode
         self._windows: dict[tuple[str, str], tuple[int, int]] = {}
+        self._last: set[tuple[str, str]] = {(p, plan[-1][0]) for p, plan in plans.items() if plan}
         self._brackets: dict[tuple[str, str], ASHAScheduler] = {}
         for pipeline, plan in plans.items():
             offset = 0
@@ -71,8 +76,9 @@ class StageAlignedASHA(FIFOScheduler):
         key = (pipeline, stage)
         if key not in self._brackets:
             return []
-        offset = self._windows[key][0]
-        return sorted(offset + int(m) for b in self._brackets[key]._brackets for m, _ in b._rungs)
+        offset, epochs = self._windows[key]
+        end = epochs if key in self._last else epochs + 1
+        return sorted(offset + int(m) for b in self._brackets[key]._brackets for m, _ in b._rungs if m < end)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         if result.get("final") or STAGE_TIME not in result or self._metric not in result:
@@ -88,7 +94,9 @@ class StageAlignedASHA(FIFOScheduler):
         epoch = int(result[STAGE_TIME]) - self._windows[key][0]
         action = bracket.on_trial_result(tune_controller, trial,
                                          {STAGE_EPOCH: epoch, self._metric: result[self._metric]})
-        return TrialScheduler.CONTINUE if result.get(REPLAYED) else action
+        if result.get(REPLAYED) or (key in self._last and epoch >= self._windows[key][1]):
+            return TrialScheduler.CONTINUE
+        return action
 
     def _forget(self, tune_controller: Any, trial: Any) -> None:
         for key in self._members.pop(trial.trial_id, set()):

@@ -64,7 +64,7 @@ def test_stage_plan_is_the_epoch_plan_widened_to_searched_epochs():
 def test_rungs_lie_inside_each_stage():
     s = scheduler()
     assert s.rungs("a", "classifier3") == [2, 4, 8]
-    assert s.rungs("a", "segmenter_binary") == [10, 12, 16], "rungs at offset 8 + 2, 4, 8 epochs into the stage"
+    assert s.rungs("a", "segmenter_binary") == [10, 12], "offset 8 + 2, 4 epochs; not the last stage's end"
     short = StageAlignedASHA({"c": (("joint3", 1),)}, mode="max", grace_period=2, reduction_factor=2)
     assert short.rungs("c", "joint3") == [], "a stage shorter than the grace period is never cut"
     assert report(short, FakeTrial("t", "c"), "joint3", 1, 0.0) == CONTINUE
@@ -138,3 +138,25 @@ def test_the_final_report_is_never_put_on_a_rung_and_completion_forgets_the_tria
     assert report(s, other, "classifier3", 2, 0.2) == CONTINUE, "the final 0.1 was not recorded at rung 2"
     s.on_trial_remove(None, other)
     s.on_trial_error(None, other)  # forgetting twice is harmless
+
+
+def test_a_fully_trained_trial_is_never_stopped_at_the_last_stages_final_epoch():
+    """grace 2, rf 2, 8 epochs: Ray's brackets have a rung at epoch 8, the stage's end. Stopping a trial there
+    would discard a fully trained pipeline; an earlier stage's end still stops (it saves the next stage)."""
+    s = scheduler()
+    good, bad = FakeTrial("good", "a"), FakeTrial("bad", "a")
+    for e in range(1, 9):
+        report(s, good, "classifier3", e, 0.9)
+        report(s, bad, "classifier3", e, 0.9)
+    for e in range(1, 9):
+        assert report(s, good, "segmenter_binary", e, 0.9) == CONTINUE
+    assert report(s, bad, "segmenter_binary", 1, 0.95) == CONTINUE
+    for e in range(2, 8):
+        report(s, bad, "segmenter_binary", e, 0.95)
+    assert report(s, bad, "segmenter_binary", 8, 0.1) == CONTINUE, "trained in full: evaluate, do not prune"
+    early, late = FakeTrial("early", "b"), FakeTrial("late", "b")
+    for e in range(1, 9):
+        report(s, early, "segmenter3", e, 0.9)
+    for e in range(1, 8):
+        report(s, late, "segmenter3", e, 0.95)
+    assert report(s, late, "segmenter3", 8, 0.1) == STOP, "the first stage's end is a rung: B's classifier is saved"
