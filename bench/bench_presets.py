@@ -1,6 +1,6 @@
 """Quality per CPU minute of the tiny presets on synthetic sets they were not tuned on, next to a bare script.
 
-    .venv/bin/python bench/bench_presets.py --quick        # 2 data variants x 2 seeds x tiny-a/b/c (~45 CPU min)
+    .venv/bin/python bench/bench_presets.py --quick        # 2 data variants x 2 seeds x tiny-a/b/c (~40 CPU min)
     .venv/bin/python bench/bench_presets.py                # 4 variants x 3 seeds (~3 CPU hours)
     .venv/bin/python bench/bench_presets.py --presets tiny-a old/tiny-a.yaml --variants s1 --seeds 42 7
 
@@ -102,6 +102,10 @@ def run_preset(preset: str, data: Path, seed: int, out: Path, overrides: list[st
     return row
 
 
+def bare_row(bare: dict[str, Any]) -> dict[str, Any]:
+    return {"cpu_s": bare["cpu_s"], **{f"{s}_{k}": v for s in ("val", "test") for k, v in bare[s].items()}}
+
+
 def summarise(rows: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
     from common import goal
 
@@ -152,6 +156,9 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: 42 7 1; --quick: 42 7)")
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--no-baseline", action="store_true", help="skip the bare baseline runs")
+    ap.add_argument("--baseline-once", action="store_true",
+                    help="one baseline per variant and seed, at the mean CPU time of its preset runs (default with "
+                         "--quick; otherwise one per preset run, at that run's CPU time)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="override for every preset run")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "harness-bench-presets")
     ap.add_argument("--name", default="bench_presets", help="results file name (default: bench_presets)")
@@ -159,25 +166,31 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     t0 = time.time()
+    args.baseline_once = args.baseline_once or args.quick
     variants = args.variants or (list(QUICK_VARIANTS) if args.quick else list(VARIANTS))
     seeds = args.seeds or ([42, 7] if args.quick else [42, 7, 1])
     rows: list[dict[str, Any]] = []
     for variant in variants:
         data = make_variant(args.work / "data", variant, args.images)
         for seed in seeds:
+            group = []
             for preset in args.presets:
                 out = Path(tempfile.mkdtemp(prefix="run-", dir=args.work))
                 row = {"variant": variant, "seed": seed, **run_preset(preset, data, seed, out, args.overrides)}
-                if not args.no_baseline:
-                    bare = run_baseline(data, row["cpu_s"], seed=seed)
-                    row["bare"] = {"cpu_s": bare["cpu_s"], **{f"{s}_{k}": v for s in ("val", "test")
-                                                              for k, v in bare[s].items()}}
-                rows.append(row)
-                if args.jsonl:
-                    with args.jsonl.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
+                if not args.no_baseline and not args.baseline_once:
+                    row["bare"] = bare_row(run_baseline(data, row["cpu_s"], seed=seed))
+                group.append(row)
                 print(json.dumps({k: row[k] for k in ("variant", "seed", "preset", "cpu_s", "test_balanced_accuracy",
                                                       "test_dice_mean", "collapsed")}), flush=True)
+            if args.baseline_once and not args.no_baseline:
+                bare = bare_row(run_baseline(data, statistics.mean(r["cpu_s"] for r in group), seed=seed))
+                print(json.dumps({"variant": variant, "seed": seed, "bare": bare}), flush=True)
+                for row in group:
+                    row["bare"] = bare
+            rows.extend(group)
+            if args.jsonl:
+                with args.jsonl.open("a") as f:
+                    f.writelines(json.dumps(row) + "\n" for row in group)
     summary, goals = summarise(rows)
     print(table(rows))
     write_result(args.name, summary=summary, raw={"variants": {v: VARIANTS[v] for v in variants}, "rows": rows},
