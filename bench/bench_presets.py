@@ -1,7 +1,7 @@
 """Quality per CPU minute of the tiny presets on synthetic sets they were not tuned on, next to a bare script.
 
-    .venv/bin/python bench/bench_presets.py --quick        # 2 data variants x 2 seeds x tiny-a/b/c (~40 CPU min)
-    .venv/bin/python bench/bench_presets.py                # 4 variants x 3 seeds (~3 CPU hours)
+    .venv/bin/python bench/bench_presets.py --quick        # 2 data variants x 2 seeds x tiny-a/b/c (~30 CPU min)
+    .venv/bin/python bench/bench_presets.py                # 4 variants x 3 seeds, a baseline per run (~2.5 CPU h)
     .venv/bin/python bench/bench_presets.py --presets tiny-a old/tiny-a.yaml --variants s1 --seeds 42 7
 
 NOT part of ``make bench`` (``bench/run_all.py``): even ``--quick`` trains dozens of models and takes far
