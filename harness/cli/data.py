@@ -38,12 +38,35 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_synth(args: argparse.Namespace) -> int:
-    from harness.data.synth import synthesize  # heavy and optional: only when asked for
+def _dynamic_range(text: str | None) -> tuple[float, float] | None:
+    """``--dynamic-range LOW,HIGH`` (or one number for a fixed range) -> (low, high) dB."""
+    if text is None:
+        return None
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) not in (1, 2):
+        raise DataError(f"--dynamic-range must be LOW,HIGH in dB (e.g. 40,70) or one number, but got {text!r}.")
+    return (parts[0], parts[-1])
 
-    s = synthesize(args.out, n_images=args.images, size=args.size, seed=args.seed, progress=_progress())
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from dataclasses import asdict, replace
+
+    from harness.data.synth import DEFAULT_ACQUISITION, synthesize  # heavy and optional: only when asked for
+
+    knobs = {"gain_db": args.gain_db, "speckle_scale": args.speckle_scale, "depth_scale": args.depth_scale,
+             "dynamic_range_db": _dynamic_range(args.dynamic_range), "lesion_scale": args.lesion_scale,
+             "variation": args.variation}
+    acquisition = replace(DEFAULT_ACQUISITION, **{k: v for k, v in knobs.items() if v is not None})
+    s = synthesize(args.out, n_images=args.images, size=args.size, seed=args.seed, progress=_progress(),
+                   acquisition=acquisition)
     counts = ", ".join(f"{k} {v}" for k, v in s.counts.items())
     print(f"wrote {s.n_images} images ({counts}) of {s.n_patients} patients at {args.size} px to {s.out}")
+    changed = {k: v for k, v in asdict(acquisition).items() if v != asdict(DEFAULT_ACQUISITION)[k]}
+    if changed:
+        print("acquisition: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
     print(f"took {s.seconds:.1f} s ({s.images_per_s:.1f} images/s)")
     print(f"next: harness data check {s.out}")
     return 0
@@ -122,6 +145,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=int, default=300, metavar="N", help="number of images (default: 300)")
     p.add_argument("--size", type=int, default=256, metavar="PX", help="image side in pixels (default: 256)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    acq = p.add_argument_group("acquisition", "simulated scanner settings; the defaults are the generator's own")
+    acq.add_argument("--gain-db", type=float, metavar="DB", help="overall gain in dB, e.g. 6 or -6 (default: 0)")
+    acq.add_argument("--speckle-scale", type=float, metavar="X",
+                     help="speckle grain (point-spread function width) x default, in [0.5, 3] (default: 1)")
+    acq.add_argument("--depth-scale", type=float, metavar="X",
+                     help="imaging depth x default, in [0.5, 2.5]: 1.5 shows anatomy and lesions 1/1.5 as large "
+                          "(default: 1)")
+    acq.add_argument("--dynamic-range", metavar="LOW,HIGH",
+                     help="dB range each image's log-compression dynamic range is drawn from (default: 45,60)")
+    acq.add_argument("--lesion-scale", type=float, metavar="X",
+                     help="lesion linear size x default, in [0.4, 2.5] (default: 1)")
+    acq.add_argument("--variation", type=float, metavar="V",
+                     help="per-patient random spread of the settings above, in [0, 1] (default: 0)")
     p.set_defaults(func=cmd_synth)
 
     p = verbs.add_parser(

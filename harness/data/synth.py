@@ -15,6 +15,10 @@ that pipelines, augmentations and metrics meet the problems of real images:
   noise floor, spatial compounding, log compression to 8 bits and a partial automatic gain
   (so the mean grey level is no class cue: a lesion's darkness is partly normalised away).
 
+:class:`Acquisition` changes the simulated scanner settings (gain, speckle size, imaging depth, dynamic
+range, lesion size, and how much they vary per patient), so that a model can be tested on a set acquired
+differently from the one it was trained on; its defaults are the generator's own.
+
 A patient has 1-3 images of the same anatomy and lesion seen with a small probe shift/rotation
 and a new speckle realisation; the mask is the lesion's core, smoothed like a human outline.
 """
@@ -30,6 +34,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -63,6 +68,76 @@ class SynthSummary:
     @property
     def n_images(self) -> int:
         return sum(self.counts.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Acquisition settings
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """Scanner settings of a simulated acquisition; the defaults are the generator's own (same seed, same files).
+
+    Change them to make a set that a model trained on the default one has not seen: brighter or darker
+    images (``gain_db``), coarser or finer speckle (``speckle_scale``, the PSF's width), a deeper or shallower
+    field of view so that anatomy and lesions appear smaller or larger (``depth_scale``), more or less
+    log-compression contrast (``dynamic_range_db``, the per-image range drawn from), larger or smaller
+    lesions (``lesion_scale``). ``variation`` in [0, 1] widens the per-patient randomisation of all five
+    (0: none, the default); its draws come from their own random stream, so the anatomy of each patient is
+    the same as with ``variation=0``.
+    """
+
+    gain_db: float = 0.0  # overall gain after the automatic one: +6 dB brightens by ~6/DR of the grey range
+    speckle_scale: float = 1.0  # PSF width (speckle grain and compounding blur), x default
+    depth_scale: float = 1.0  # imaging depth (and width) x default: 1.5 shows anatomy 1/1.5 as large
+    dynamic_range_db: tuple[float, float] = (45.0, 60.0)  # range each image's log-compression range is drawn from
+    lesion_scale: float = 1.0  # lesion linear size x default (area x its square)
+    variation: float = 0.0  # per-patient spread of the settings above (0 = fixed settings)
+
+    RANGES: ClassVar[dict[str, tuple[float, float, str]]] = {
+        "gain_db": (-30.0, 30.0, "dB"), "speckle_scale": (0.5, 3.0, ""), "depth_scale": (0.5, 2.5, ""),
+        "lesion_scale": (0.4, 2.5, ""), "variation": (0.0, 1.0, "")}
+
+    def problems(self) -> list[str]:
+        """One line per invalid setting (empty when all are valid)."""
+        out = []
+        for name, (lo, hi, unit) in self.RANGES.items():
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not lo <= float(value) <= hi:
+                out.append(f"acquisition.{name} must be a number in [{lo:g}, {hi:g}]{' ' + unit if unit else ''}, "
+                           f"but got {name}={value!r}.")
+        dr = self.dynamic_range_db
+        if (not isinstance(dr, tuple | list) or len(dr) != 2
+                or any(not isinstance(x, numbers.Real) or isinstance(x, bool) for x in dr)
+                or not 20 <= float(dr[0]) <= float(dr[1]) <= 100):
+            out.append(f"acquisition.dynamic_range_db must be (low, high) dB with 20 <= low <= high <= 100, "
+                       f"but got dynamic_range_db={dr!r}.")
+        return out
+
+    def varied(self, rng: np.random.Generator) -> Acquisition:
+        """This acquisition with each setting moved at random by up to ``variation`` x its spread (one patient)."""
+        v = float(self.variation)
+        g, sp, dp, dr, ls = rng.uniform(-1, 1, 5) * v
+
+        def clamp(name: str, x: float) -> float:
+            lo, hi, _ = self.RANGES[name]
+            return float(min(hi, max(lo, x)))
+
+        low, high = (float(x) + 10 * dr for x in self.dynamic_range_db)
+        return Acquisition(
+            gain_db=clamp("gain_db", self.gain_db + 6 * g),
+            speckle_scale=clamp("speckle_scale", self.speckle_scale * math.exp(0.35 * sp)),
+            depth_scale=clamp("depth_scale", self.depth_scale * math.exp(0.3 * dp)),
+            dynamic_range_db=(min(100.0, max(20.0, low)), min(100.0, max(20.0, high))),
+            lesion_scale=clamp("lesion_scale", self.lesion_scale * math.exp(0.25 * ls)), variation=0.0)
+
+    def render_size(self, size: int) -> int:
+        """Side of the rendered canvas: a deeper view is rendered larger, so its speckle is not sub-pixel."""
+        base = max(int(size), _MIN_RENDER)
+        return base if self.depth_scale <= 1 else int(round(base * float(self.depth_scale)))
+
+
+DEFAULT_ACQUISITION = Acquisition()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,6 +207,7 @@ class _Psf:
     kx_focus: np.ndarray  # lateral kernel in the focal zone
     kx_far: np.ndarray  # lateral kernel far from focus (wider beam)
     line_unit: float  # specular amplitude that makes a line peak at speckle rms 1
+    grain: float  # speckle length scale in render px per 256 (sets the compounding blur too)
 
 
 def _gauss(sigma: float) -> np.ndarray:
@@ -141,10 +217,11 @@ def _gauss(sigma: float) -> np.ndarray:
     return (k / np.sqrt((k**2).sum())).astype(_F32)
 
 
-def _make_psf(render: int) -> _Psf:
-    s = render / 256
+def _make_psf(length: float) -> _Psf:
+    """The PSF for ``length`` render px per default image depth (times the speckle scale)."""
+    s = length / 256
     ky, kf, kd = _gauss(0.8 * s), _gauss(1.8 * s), _gauss(3.0 * s)  # lateral cell ~2-4x the axial one
-    return _Psf(ky, kf, kd, float(1.0 / (kf.sum() * ky.max())))
+    return _Psf(ky, kf, kd, float(1.0 / (kf.sum() * ky.max())), length)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,12 +306,14 @@ def _margin(rng: np.random.Generator, beta: float, sd: float) -> np.ndarray:
     return np.clip(1 + wave * (sd / (wave.std() + 1e-9)), 0.45, None).astype(_F32)
 
 
-def _sample_lesion(rng: np.random.Generator, label: int, render: int, top: float, margin: int) -> _Lesion:
-    """A lesion of class ``label`` placed below ``top`` (canvas px) and inside the un-shifted view."""
+def _sample_lesion(rng: np.random.Generator, label: int, render: int, top: float, margin: int, u: float,
+                   lesion_scale: float) -> _Lesion:
+    """A lesion of class ``label`` placed below ``top`` (canvas px) and inside the un-shifted view; ``u`` is the
+    default image depth in render px (physical scale), ``lesion_scale`` multiplies its linear size."""
     names, probs = [n for n, _ in _KIND_P[label]], [p for _, p in _KIND_P[label]]
     kind = str(rng.choice(names, p=probs))
     kd = _KINDS[kind]
-    area = float(np.clip(kd.area * math.exp(rng.normal(0, 0.75)), 0.015, 0.32)) * render**2
+    area = float(np.clip(kd.area * math.exp(rng.normal(0, 0.75)), 0.015, 0.32)) * u**2 * lesion_scale**2
     aspect = rng.uniform(*kd.aspect)
     a, b = math.sqrt(area / math.pi * aspect), math.sqrt(area / math.pi / aspect)
     room = 0.93 * render - top  # the lesion must fit between skin and image bottom
@@ -242,17 +321,17 @@ def _sample_lesion(rng: np.random.Generator, label: int, render: int, top: float
         a, b = a * room / (2.4 * b), room / 2.4
     n_spic = int(rng.integers(kd.spicules[0], kd.spicules[1] + 1))
     spicules = np.stack([rng.uniform(-np.pi, np.pi, n_spic), rng.uniform(*kd.spicule_len, n_spic),
-                         rng.uniform(1.5, 3.0, n_spic) * render / 256], 1)
+                         rng.uniform(1.5, 3.0, n_spic) * u / 256], 1)
     half_w = a * 1.3 + 2
     cx = margin + rng.uniform(min(half_w, render / 2), max(render - half_w, render / 2))
-    cy = float(np.clip(rng.uniform(0.28, 0.6) * render, top + 1.15 * b, max(top + 1.15 * b, 0.93 * render - 1.15 * b)))
+    cy = float(np.clip(rng.uniform(0.28, 0.6) * u, top + 1.15 * b, max(top + 1.15 * b, 0.93 * render - 1.15 * b)))
     n_calc = int(rng.integers(3, 13)) if rng.random() < kd.calc_p else 0
     ang, rad = rng.uniform(-np.pi, np.pi, n_calc), 0.75 * np.sqrt(rng.random(n_calc))
     neutral = label == 1 and rng.random() < 0.15  # some cancers show no posterior feature
     return _Lesion(
         kind=kind, cx=cx, cy=cy, a=a, b=b, theta=math.radians(rng.normal(0, kd.tilt_deg)),
         r_core=_margin(rng, rng.uniform(*kd.rough_beta), rng.uniform(*kd.rough_sd)),
-        spicules=spicules, edge=rng.uniform(*kd.edge) * render / 256,
+        spicules=spicules, edge=rng.uniform(*kd.edge) * u / 256,
         echo=math.exp(rng.uniform(math.log(kd.echo[0]), math.log(kd.echo[1]))),
         hetero=rng.uniform(*kd.hetero) if not (kind == "cyst" and rng.random() < 0.2) else 0.6,  # debris
         texture=_field(rng, 48, 48, 6, 6), posterior=rng.uniform(0.9, 1.3) if neutral else rng.uniform(*kd.posterior),
@@ -327,6 +406,7 @@ class _Scene:
     skin_th: float
     skin_echo: float
     lesion: _Lesion | None
+    unit: float  # render px per default image depth: > render when zoomed in, < render for a deeper view
     gain_db: float
     dyn_range: float
     tgc_comp: float
@@ -334,6 +414,7 @@ class _Scene:
     auto_gain: float  # how far the scanner's automatic gain pulls the mean grey towards its preset
     preset_grey: float
     focus: float  # focal depth (fraction)
+    user_gain_db: float = 0.0  # Acquisition.gain_db, applied after the automatic gain
 
 
 @dataclass(frozen=True)
@@ -350,14 +431,15 @@ class _Layers:
         return float(getattr(self, lo)[col] if lo != "top" else self.top), float(getattr(self, hi)[col])
 
 
-def _fat(rng: np.random.Generator, lay: _Layers, H: int, W: int, s: float, S: np.ndarray, psf: _Psf) -> np.ndarray:
+def _fat(rng: np.random.Generator, lay: _Layers, H: int, W: int, s: float, S: np.ndarray, psf: _Psf,
+         u: float) -> np.ndarray:
     """Hypoechoic subcutaneous fat: lobules outlined by echogenic septa (Cooper's ligaments)."""
     lob = np.ones((H, W), _F32)
     for _ in range(int(rng.integers(4, 10))):
         cx = rng.uniform(0, W)
         top, end = lay.depth_in(cx, "top", "fat_end")
         cy = top + rng.uniform(0.2, 1.1) * (end - top)
-        ax, ang = (rng.uniform(0.06, 0.17) * H, rng.uniform(0.025, 0.06) * H), rng.uniform(-20, 20)
+        ax, ang = (rng.uniform(0.06, 0.17) * u, rng.uniform(0.025, 0.06) * u), rng.uniform(-20, 20)
         _ellipse(lob, (cx, cy), ax, ang, rng.uniform(0.5, 1.6))
         start = rng.uniform(0, 360)
         _ellipse(S, (cx, cy), ax, ang, rng.uniform(0.4, 1.0) * psf.line_unit, 1, (start, start + rng.uniform(90, 300)))
@@ -365,7 +447,7 @@ def _fat(rng: np.random.Generator, lay: _Layers, H: int, W: int, s: float, S: np
 
 
 def _gland(rng: np.random.Generator, lay: _Layers, H: int, W: int, s: float, S: np.ndarray, psf: _Psf,
-           fat_rel: float, label: int, lesion: _Lesion | None) -> np.ndarray:
+           fat_rel: float, label: int, lesion: _Lesion | None, u: float) -> np.ndarray:
     """Hyperechoic, heterogeneous fibroglandular tissue with fat islands, ducts and lesion-like
     distractors (kept off the lesion so that its outline stays what the mask says)."""
     isl: np.ndarray = np.ones((H, W), _F32)
@@ -373,11 +455,11 @@ def _gland(rng: np.random.Generator, lay: _Layers, H: int, W: int, s: float, S: 
     n_pseudo = int(rng.random() < (0.6 if label == 2 else 0.25)) + int(rng.random() < (0.3 if label == 2 else 0.1))
     for i in range(n_islands + n_ducts + n_pseudo):
         if i < n_islands:  # small fat islands
-            ax, val, wall = (rng.uniform(0.02, 0.07) * H, rng.uniform(0.012, 0.035) * H), fat_rel, 0.0
+            ax, val, wall = (rng.uniform(0.02, 0.07) * u, rng.uniform(0.012, 0.035) * u), fat_rel, 0.0
         elif i < n_islands + n_ducts:  # ducts: long, thin, anechoic lumen, bright walls
-            ax, val, wall = (rng.uniform(0.1, 0.25) * H, rng.uniform(0.008, 0.02) * H), rng.uniform(0.01, 0.06), 0.8
+            ax, val, wall = (rng.uniform(0.1, 0.25) * u, rng.uniform(0.008, 0.02) * u), rng.uniform(0.01, 0.06), 0.8
         else:  # prominent fat lobule or ectatic duct segment
-            r, asp = math.sqrt(rng.uniform(0.01, 0.06) / math.pi) * H, rng.uniform(1.2, 2.6)
+            r, asp = math.sqrt(rng.uniform(0.01, 0.06) / math.pi) * u, rng.uniform(1.2, 2.6)
             ax, val, wall = (r * math.sqrt(asp), r / math.sqrt(asp)), rng.uniform(0.02, 0.15), rng.uniform(0, 0.6)
         for _ in range(10):
             cx = rng.uniform(0, W)
@@ -395,19 +477,20 @@ def _gland(rng: np.random.Generator, lay: _Layers, H: int, W: int, s: float, S: 
     return isl * np.exp(0.6 * _field(rng, H, W, 6 * s, 24 * s) + 0.35 * _field(rng, H, W, 3 * s, 6 * s) - 0.24)
 
 
-def _muscle(rng: np.random.Generator, H: int, W: int, s: float) -> np.ndarray:
+def _muscle(rng: np.random.Generator, H: int, W: int, s: float, u: float) -> np.ndarray:
     """Pectoral muscle: hypoechoic with oblique echogenic striations."""
     beta = math.radians(rng.uniform(-25, 25))
     y, x = np.arange(H, dtype=_F32)[:, None], np.arange(W, dtype=_F32)
-    phase = (y * math.cos(beta) + x * math.sin(beta)) / (rng.uniform(0.02, 0.04) * H)
+    phase = (y * math.cos(beta) + x * math.sin(beta)) / (rng.uniform(0.02, 0.04) * u)
     stri = np.maximum(0, np.cos(2 * np.pi * phase + 1.5 * _field(rng, H, W, 8 * s, 20 * s))) ** 3
     return rng.uniform(0.08, 0.25) * (0.6 + 1.6 * stri)
 
 
-def _add_rib(rng: np.random.Generator, lay: _Layers, H: int, W: int, s: float, E, S, A, psf: _Psf) -> None:
+def _add_rib(rng: np.random.Generator, lay: _Layers, H: int, W: int, s: float, E, S, A, psf: _Psf,
+             u: float) -> None:
     """A rib below the muscle: bright curved cortex and a dense acoustic shadow."""
-    c = (rng.uniform(0.2, 0.8) * W, float(lay.muscle_top.mean()) + rng.uniform(0.09, 0.14) * H)
-    ax = (rng.uniform(0.12, 0.22) * H, rng.uniform(0.045, 0.07) * H)
+    c = (rng.uniform(0.2, 0.8) * W, float(lay.muscle_top.mean()) + rng.uniform(0.09, 0.14) * u)
+    ax = (rng.uniform(0.12, 0.22) * u, rng.uniform(0.045, 0.07) * u)
     rib = np.zeros((H, W), _F32)
     _ellipse(rib, c, ax, rng.uniform(-8, 8), 1.0)
     E *= 1 - rib
@@ -416,39 +499,41 @@ def _add_rib(rng: np.random.Generator, lay: _Layers, H: int, W: int, s: float, E
     _ellipse(S, c, ax, 0, rng.uniform(1.5, 2.5) * psf.line_unit, max(1, round(1.5 * s)), (185, 355))
 
 
-def _sample_scene(rng: np.random.Generator, label: int, render: int, psf: _Psf) -> _Scene:
-    """One patient's anatomy, lesion and scanner settings."""
-    s, H, m = render / 256, render, int(0.08 * render)
+def _sample_scene(rng: np.random.Generator, label: int, render: int, psf: _Psf, acq: Acquisition) -> _Scene:
+    """One patient's anatomy, lesion and scanner settings. Lengths of anatomy are in ``u`` (render px per
+    default image depth), extents of the canvas in render px: a deeper view shows the same tissue smaller."""
+    u = render / acq.depth_scale
+    s, H, m = u / 256, render, int(0.08 * max(render, u))
     W = render + 2 * m
-    skin_y, skin_th = rng.uniform(0.01, 0.035) * H, rng.uniform(0.015, 0.028) * H
+    skin_y, skin_th = rng.uniform(0.01, 0.035) * u, rng.uniform(0.015, 0.028) * u
     top = skin_y + skin_th
-    fat_end = _curve(rng, W, top + rng.uniform(0.06, 0.3) * H, rng.uniform(0.01, 0.05) * H, 0.8 * W)
-    gland_end = fat_end + _curve(rng, W, rng.uniform(0.3, 0.6) * H, rng.uniform(0.02, 0.08) * H, 0.6 * W)
+    fat_end = _curve(rng, W, top + rng.uniform(0.06, 0.3) * u, rng.uniform(0.01, 0.05) * u, 0.8 * W * u / render)
+    gland_end = fat_end + _curve(rng, W, rng.uniform(0.3, 0.6) * u, rng.uniform(0.02, 0.08) * u, 0.6 * W * u / render)
     has_muscle = rng.random() < 0.85
-    muscle_top = gland_end + rng.uniform(0.02, 0.08) * H if has_muscle else np.full(W, 2.0 * H, _F32)
+    muscle_top = gland_end + rng.uniform(0.02, 0.08) * u if has_muscle else np.full(W, 2.0 * H, _F32)
     lay = _Layers(top, fat_end, gland_end, muscle_top)
-    lesion = _sample_lesion(rng, label, render, top + 0.02 * H, m) if label != 2 else None
+    lesion = _sample_lesion(rng, label, render, top + 0.02 * u, m, u, acq.lesion_scale) if label != 2 else None
     y = np.arange(H, dtype=_F32)[:, None]
-    wobble = _field(rng, H, W, 10 * s, 18 * s) * (0.02 * H)
+    wobble = _field(rng, H, W, 10 * s, 18 * s) * (0.02 * u)
     in_fat = y < fat_end + wobble
     in_gland = ~in_fat & (y < gland_end + wobble)
     in_muscle = y >= muscle_top + 0.3 * wobble
     S = np.zeros((H, W), _F32)
     fat_lvl, gland_lvl = rng.uniform(0.03, 0.1), rng.uniform(0.7, 1.4)
-    fat = fat_lvl * _fat(rng, lay, H, W, s, S, psf)
-    gland = gland_lvl * _gland(rng, lay, H, W, s, S, psf, fat_lvl / gland_lvl, label, lesion)
-    E = np.where(in_fat, fat, np.where(in_gland, gland, np.where(in_muscle, _muscle(rng, H, W, s), fat)))
-    A = np.where(in_fat, 0.8, np.where(in_gland, 1.2, 1.0)).astype(_F32) * (rng.uniform(1.5, 3.0) / H)
+    fat = fat_lvl * _fat(rng, lay, H, W, s, S, psf, u)
+    gland = gland_lvl * _gland(rng, lay, H, W, s, S, psf, fat_lvl / gland_lvl, label, lesion, u)
+    E = np.where(in_fat, fat, np.where(in_gland, gland, np.where(in_muscle, _muscle(rng, H, W, s, u), fat)))
+    A = np.where(in_fat, 0.8, np.where(in_gland, 1.2, 1.0)).astype(_F32) * (rng.uniform(1.5, 3.0) / u)
     if has_muscle and muscle_top.min() < H:
         S[np.clip(muscle_top.astype(int), 0, H - 1), np.arange(W)] += rng.uniform(0.6, 1.2) * psf.line_unit
         if rng.random() < 0.12 and muscle_top.mean() < 0.78 * H:
-            _add_rib(rng, lay, H, W, s, E, S, A, psf)
+            _add_rib(rng, lay, H, W, s, E, S, A, psf, u)
     return _Scene(
         label=label, tissue=np.dstack([E, S, A]).astype(_F32), margin=m, skin_y=skin_y, skin_th=skin_th,
-        skin_echo=rng.uniform(1.2, 2.5), lesion=lesion, gain_db=rng.normal(0, 3.5),
-        dyn_range=rng.uniform(45, 60), tgc_comp=rng.uniform(0.75, 1.15),
+        skin_echo=rng.uniform(1.2, 2.5), lesion=lesion, unit=u, gain_db=rng.normal(0, 3.5),
+        dyn_range=rng.uniform(*acq.dynamic_range_db), tgc_comp=rng.uniform(0.75, 1.15),
         tgc_bumps=rng.normal(0, 1.8, 5).astype(_F32), auto_gain=rng.uniform(0.5, 0.95),
-        preset_grey=rng.normal(102, 16), focus=rng.uniform(0.35, 0.6))
+        preset_grey=rng.normal(102, 16), focus=rng.uniform(0.35, 0.6), user_gain_db=acq.gain_db)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,13 +543,14 @@ def _sample_scene(rng: np.random.Generator, label: int, render: int, psf: _Psf) 
 def _view_maps(scene: _Scene, rng: np.random.Generator, psf: _Psf, render: int, first: bool):
     """Echogenicity, specular, attenuation maps and soft lesion mask seen through one probe pose."""
     H = W = render
-    shift = 0.0 if first else rng.uniform(-0.06, 0.06) * render
+    u = scene.unit
+    shift = 0.0 if first else rng.uniform(-0.06, 0.06) * u
     angle = 0.0 if first else rng.uniform(-4, 4)
     M = cv2.getRotationMatrix2D((W / 2, scene.skin_y), angle, 1.0)
     M[:, 2] -= M[:, :2] @ np.array([scene.margin + shift, 0.0])
     view = cv2.warpAffine(scene.tissue, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     E, S, A = (np.ascontiguousarray(view[..., i]) for i in range(3))
-    top = scene.skin_y + rng.normal(0, 0.003 * H)  # gel standoff and skin, flat against the probe
+    top = scene.skin_y + rng.normal(0, 0.003 * u)  # gel standoff and skin, flat against the probe
     r0, r1 = int(top), int(top + scene.skin_th)
     E[:r0], E[r0:r1], S[r0:r1] = 0.002, scene.skin_echo, 0.0
     S[r0] += 1.5 * psf.line_unit
@@ -475,7 +561,7 @@ def _view_maps(scene: _Scene, rng: np.random.Generator, psf: _Psf, render: int, 
     if les is not None:
         cx, cy = M @ np.array([les.cx, les.cy, 1.0])
         if not first:  # the same lesion, a slightly different cross-section
-            cy += rng.normal(0, 0.01 * H)
+            cy += rng.normal(0, 0.01 * u)
         theta = les.theta - math.radians(angle) + (0.0 if first else rng.normal(0, 0.04))
         scale = 1.0 if first else rng.uniform(0.95, 1.05)
         _paint_lesion(les, cx, cy, theta, scale, psf, rng, E, S, A, mask)
@@ -487,7 +573,7 @@ def _acquire(scene: _Scene, rng: np.random.Generator, psf: _Psf, E, S, A, expect
     H, W = E.shape
     depth = np.arange(H, dtype=_F32) / H
     gain = np.exp(-np.cumsum(A, axis=0))
-    gain = cv2.GaussianBlur(gain, (0, 0), sigmaX=3.0 * H / 256, sigmaY=0.1)  # beam width blurs shadow edges
+    gain = cv2.GaussianBlur(gain, (0, 0), sigmaX=3.0 * scene.unit / 256, sigmaY=0.1)  # beam width blurs shadow edges
     resid_db = np.interp(depth, np.linspace(0, 1, 5), scene.tgc_bumps)
     gain *= (np.exp(scene.tgc_comp * np.cumsum(expected)) * 10 ** (resid_db / 20))[:, None]
     z = rng.standard_normal((H, W, 2), dtype=_F32) * np.sqrt(E / 2)[..., None]  # complex scatterers
@@ -498,9 +584,13 @@ def _acquire(scene: _Scene, rng: np.random.Generator, psf: _Psf, E, S, A, expect
     rf = (near * (1 - wf) + far * wf) * gain[..., None]
     lo_db = scene.gain_db + 20 - scene.dyn_range  # 0 dB = glandular tissue: ~20 dB under white
     power = rf[..., 0] ** 2 + rf[..., 1] ** 2 + _F32(10 ** ((lo_db + 4) / 10))  # + electronic noise
-    power = cv2.GaussianBlur(power, (0, 0), sigmaX=0.9 * H / 256, sigmaY=0.6 * H / 256)  # spatial compounding
+    g = psf.grain  # spatial compounding, over a few speckle cells
+    power = cv2.GaussianBlur(power, (0, 0), sigmaX=0.9 * g / 256, sigmaY=0.6 * g / 256)
     grey = (10 * np.log10(power) - lo_db) * (255 / scene.dyn_range)
-    return grey + scene.auto_gain * (scene.preset_grey - float(np.clip(grey, 0, 255).mean()))
+    grey = grey + scene.auto_gain * (scene.preset_grey - float(np.clip(grey, 0, 255).mean()))
+    if scene.user_gain_db:  # the operator's overall gain, after the automatic one: it moves the mean grey
+        grey += scene.user_gain_db * (255 / scene.dyn_range)
+    return grey
 
 
 def _render_view(scene: _Scene, rng: np.random.Generator, psf: _Psf, render: int, size: int,
@@ -508,7 +598,7 @@ def _render_view(scene: _Scene, rng: np.random.Generator, psf: _Psf, render: int
     """One image and its 0/255 mask; the first view of a patient is the un-shifted one."""
     E, S, A, expected, mask_soft = _view_maps(scene, rng, psf, render, first)
     grey = _acquire(scene, rng, psf, E, S, A, expected)
-    mask_soft = cv2.GaussianBlur(mask_soft, (0, 0), 1.5 * render / 256)  # an annotator's smooth outline
+    mask_soft = cv2.GaussianBlur(mask_soft, (0, 0), 1.5 * scene.unit / 256)  # an annotator's smooth outline
     if size != render:  # area downsampling averages several speckle cells, like a resized scan
         grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA)
         mask_soft = cv2.resize(mask_soft, (size, size), interpolation=cv2.INTER_AREA)
@@ -523,9 +613,14 @@ def _render_view(scene: _Scene, rng: np.random.Generator, psf: _Psf, render: int
 # I/O and the public entry point
 
 
-def _check_args(out: Path, n_images: int, size: int, seed: int, proportions, images_per_patient) -> None:
+def _check_args(out: Path, n_images: int, size: int, seed: int, proportions, images_per_patient,
+                acquisition: Acquisition) -> None:
     """Every problem with the arguments and the output directory, in one DataError."""
     problems = []
+    if isinstance(acquisition, Acquisition):
+        problems.extend(acquisition.problems())
+    else:
+        problems.append(f"acquisition must be an Acquisition, but got {type(acquisition).__name__}.")
     if not isinstance(n_images, int | np.integer) or n_images < 1:
         problems.append(f"n_images must be an integer >= 1, but got n_images={n_images!r}.")
     if not isinstance(size, int | np.integer) or not 32 <= size <= 2048:
@@ -611,12 +706,11 @@ def synth_bytes(n_images: int, size: int) -> int:
 
 
 def _render_all(stage: Path, plan: list[tuple[int, int]], n_images: int, size: int, seed: int,
-                progress: bool) -> list[dict]:
+                progress: bool, acq: Acquisition) -> list[dict]:
     """Render every patient's views into ``stage``/images and ``stage``/masks; the metadata rows, sorted by id."""
     (stage / "images").mkdir()
     (stage / "masks").mkdir()
-    render = max(size, _MIN_RENDER)
-    psf = _make_psf(render)
+    psfs: dict[float, _Psf] = {}
     digits = max(4, len(str(n_images)))
     next_id, rows = [0, 0, 0], []
     bar = None
@@ -626,7 +720,14 @@ def _render_all(stage: Path, plan: list[tuple[int, int]], n_images: int, size: i
         bar = tqdm(total=n_images, desc="synth", unit="img")
     for pid, (label, k) in enumerate(plan):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(pid,)))
-        scene = _sample_scene(rng, label, render, psf)
+        if acq.variation:  # its own stream: the anatomy draws stay those of variation 0
+            patient_acq = acq.varied(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(pid, 1))))
+        else:
+            patient_acq = acq
+        render = patient_acq.render_size(size)
+        length = render / patient_acq.depth_scale * patient_acq.speckle_scale
+        psf = psfs.setdefault(length, _make_psf(length))
+        scene = _sample_scene(rng, label, render, psf, patient_acq)
         for view in range(k):
             image, mask = _render_view(scene, rng, psf, render, size, first=view == 0)
             next_id[label] += 1
@@ -652,6 +753,7 @@ def synthesize(
     proportions: tuple[float, float, float] = PAPER_PROPORTIONS,
     images_per_patient: tuple[int, int] = (1, 3),
     progress: bool = False,
+    acquisition: Acquisition = DEFAULT_ACQUISITION,
 ) -> SynthSummary:
     """Write a paper-format synthetic breast-ultrasound dataset into ``out``.
 
@@ -659,11 +761,12 @@ def synthesize(
     and ``training_metadata.xlsx`` (image_id, image_path, mask_path, label, label_name,
     patient_id). Class counts follow ``proportions`` (normalised; default: the paper's
     679/364/460), each patient has ``images_per_patient`` images of one lesion. The same seed
-    gives identical files. ``out`` may be new, empty or a previous synthetic dataset (its images
-    and masks are replaced); any other non-empty directory is refused.
+    gives identical files. ``acquisition`` changes the simulated scanner settings (:class:`Acquisition`;
+    its defaults write the same files as before it existed). ``out`` may be new, empty or a previous
+    synthetic dataset (its images and masks are replaced); any other non-empty directory is refused.
     """
     out = Path(out)
-    _check_args(out, n_images, size, seed, proportions, images_per_patient)
+    _check_args(out, n_images, size, seed, proportions, images_per_patient, acquisition)
     require_free_space(out, synth_bytes(int(n_images), int(size)),
                        f"a synthetic dataset of {n_images} images at {size} px",
                        "free space there, write to another disk, or ask for fewer or smaller images")
@@ -673,7 +776,7 @@ def synthesize(
     plan = _plan_patients(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1 << 30,))),
                           counts, (int(images_per_patient[0]), int(images_per_patient[1])))
     with staged_output(out, last=(METADATA_FILE,)) as stage:
-        rows = _render_all(stage, plan, int(n_images), int(size), seed, progress)
+        rows = _render_all(stage, plan, int(n_images), int(size), seed, progress, acquisition)
         _write_metadata(stage / METADATA_FILE, rows)
         if (out / METADATA_FILE).is_file():  # a previous synthetic set: its own files go just before ours come in
             _clear_previous(out)
