@@ -31,6 +31,7 @@ from ray.tune.stopper import Stopper
 
 from harness.tune.searcher import PerPipelineSearch
 from harness.tune.stagekeys import StageKey, StageKeys, estimate_seconds
+from harness.tune.timeline import REPLAYED
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +51,23 @@ class _Candidate:
 class StudyQueue(Searcher):
     """Tune searcher of a whole study (module docstring). ``finals`` gives a pipeline's final runs (None:
     search only); ``keys`` the stages a run would train (None: no conflicts known, finals in order);
-    ``deadline`` (``time.time()``) closes the search."""
+    ``deadline`` (``time.time()``) closes the search.
+
+    ``slots`` (how many trials run at once) makes the choice late: nothing is handed out while every slot
+    is taken, so Tune keeps no pending trial chosen a whole trial ahead; the next run is chosen when a
+    worker frees (Tune asks again every controller step, ~0.1 s), with what is known then (stages stored
+    meanwhile, results the sampler has seen). None: hand out whenever Tune asks.
+    """
 
     def __init__(self, search: PerPipelineSearch, *, finals: FinalRunsOf | None = None, keys: StageKeys | None = None,
-                 deadline: float | None = None, metric: str | list[str], mode: str | list[str]) -> None:
+                 deadline: float | None = None, slots: int | None = None, metric: str | list[str],
+                 mode: str | list[str]) -> None:
         super().__init__(metric=metric, mode=mode)  # type: ignore[arg-type]  # Ray's hints say str only
         self._search = search
         self._finals_of = finals
         self._keys = keys
         self._deadline = deadline
+        self._slots = slots
         self._closed = False
         self._deferred: dict[str, _Candidate] = {}  # pipeline -> its search trial waiting in the queue
         self._finals: list[_Candidate] = []  # released final runs not handed out yet
@@ -91,6 +100,8 @@ class StudyQueue(Searcher):
     def suggest(self, trial_id: str) -> dict | str | None:  # type: ignore[override]  # Ray's hint omits FINISHED
         self._close_if_late()
         self._release()
+        if self._slots is not None and len(self._active) >= self._slots:
+            return None if self._remaining() else Searcher.FINISHED
         first: _Candidate | None = None
         for candidate in self._candidates(trial_id):
             if not self._conflicts(candidate):
@@ -98,9 +109,11 @@ class StudyQueue(Searcher):
             first = first or candidate
         if first is not None:  # everything left would wait for a stage in training: a worker must not stay empty
             return self._hand_out(first, trial_id)
-        if self._closed_search() and not self._finals and self._released >= set(self._search.pipelines):
-            return Searcher.FINISHED
-        return None  # a pipeline's search is still running: its final runs come later
+        return None if self._remaining() else Searcher.FINISHED
+
+    def _remaining(self) -> bool:
+        """Whether anything may still be handed out (a search trial, or final runs not released or queued)."""
+        return not (self._closed_search() and not self._finals and self._released >= set(self._search.pipelines))
 
     def _candidates(self, trial_id: str) -> Iterator[_Candidate]:
         """Runs in order of preference: search trials waiting in the queue, new search trials (balance
@@ -187,14 +200,15 @@ class StudyQueue(Searcher):
 
 
 class SearchDeadline(Stopper):
-    """Stops search trials at their first epoch report after ``deadline`` (``time.time()``); final runs,
-    which report once at their end, run to completion."""
+    """Stops search trials at their first epoch report after ``deadline`` (``time.time()``) that trained:
+    an epoch replayed from the stage cache never stops a trial (finishing one whose stages are stored costs
+    seconds), and final runs, which report once at their end, run to completion."""
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        return result.get("final") == 0 and time.time() >= self.deadline
+        return result.get("final") == 0 and not result.get(REPLAYED) and time.time() >= self.deadline
 
     def stop_all(self) -> bool:
         return False

@@ -116,12 +116,13 @@ def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None,
                                 ", ".join(f"{p} {n}" for p, n in remaining.items()), spec.sampler,
                                 spec.scheduler.type, spec.resources.per_trial(cuda),
                                 ", then each pipeline's final runs" if with_finals else "")
+                    slots = concurrent_slots(spec, cuda)
                     tuner = study_tuner(spec, paths, storage=storage, done=done, data_dir=data_root, cuda=cuda,
                                         finals=StudyFinals(spec, storage, paths.final) if with_finals else None,
-                                        epoch_hooks=epoch_hooks, run_uid=uid)
+                                        slots=slots, epoch_hooks=epoch_hooks, run_uid=uid)
                     started = time.time()
                     grid = tuner.fit()
-                    record_session(paths, started=started, ended=time.time(), slots=concurrent_slots(spec, cuda))
+                    record_session(paths, started=started, ended=time.time(), slots=slots)
                     errors = trial_errors(grid)
                 studies = load_studies(spec, storage)
                 best = best_trials(studies.values(), spec)

@@ -120,7 +120,7 @@ def build_tuner(spec: StudySpec, paths: StudyPaths, *, data_dir: Path | None, cu
 
 
 def study_tuner(spec: StudySpec, paths: StudyPaths, *, storage: optuna.storages.BaseStorage, done: dict[str, int],
-                data_dir: Path | None, cuda: bool, finals: FinalRunsOf | None = None,
+                data_dir: Path | None, cuda: bool, finals: FinalRunsOf | None = None, slots: int | None = None,
                 epoch_hooks: Sequence[EpochCallback] = (), trainable: Callable[..., None] = ray_trainable,
                 run_uid: str = "") -> tune.Tuner:
     """The whole study in one Tune experiment, handed out by :class:`~harness.tune.queue.StudyQueue`:
@@ -128,7 +128,8 @@ def study_tuner(spec: StudySpec, paths: StudyPaths, *, storage: optuna.storages.
     ``storage``) and stopped early by stage-aligned ASHA, then, as each pipeline's search ends, its final
     runs (``finals``: pipeline -> runs; None: search only). The study's time budget closes the search.
 
-    Stage keys (which runs would train the same stage) are known when the dataset is (``data_dir``).
+    Stage keys (which runs would train the same stage) are known when the dataset is (``data_dir``);
+    ``slots``, the trials the cluster runs at once, lets the queue choose each run when a worker frees.
     ``trainable`` replaces :func:`ray_trainable` in tests (same signature; importable by Ray workers).
     """
     from harness.tune.queue import SearchDeadline, StudyQueue
@@ -139,7 +140,8 @@ def study_tuner(spec: StudySpec, paths: StudyPaths, *, storage: optuna.storages.
     n_finals = max_final_runs(spec) if finals is not None else 0
     search = make_searcher(spec, storage, done)
     keys = StageKeys(spec, data_dir, paths.store) if data_dir is not None else None
-    queue = StudyQueue(search, finals=finals, keys=keys, deadline=deadline, metric=search.metric, mode=search.mode)
+    queue = StudyQueue(search, finals=finals, keys=keys, deadline=deadline, slots=slots, metric=search.metric,
+                       mode=search.mode)
     return build_tuner(spec, paths, data_dir=data_dir, cuda=cuda, totals={"trial": remaining, "final run": n_finals},
                        tune_config={"search_alg": queue, "scheduler": make_scheduler(spec),
                                     "num_samples": max(1, remaining + n_finals)},

@@ -51,12 +51,12 @@ def finals_of(spec):
     return finals
 
 
-def make_queue(tmp_path: Path, spec: StudySpec, keys=None, deadline=None, finals=True):
+def make_queue(tmp_path: Path, spec: StudySpec, keys=None, deadline=None, finals=True, slots=None):
     storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
     done, _ = reconcile(spec, storage)
     search = make_searcher(spec, storage, done)
     queue = StudyQueue(search, finals=finals_of(spec) if finals else None, keys=keys, deadline=deadline,
-                       metric=search.metric, mode=search.mode)
+                       slots=slots, metric=search.metric, mode=search.mode)
     return queue, storage
 
 
@@ -136,9 +136,25 @@ def test_time_budget_closes_the_search_not_the_final_runs(tmp_path):
     assert queue.suggest("f4") == "FINISHED"
 
 
+def test_with_slots_the_next_run_is_chosen_when_a_worker_frees(tmp_path):
+    """Two slots: no third run is chosen (nor its Optuna trial asked) while two run; once one ends, the
+    choice sees what was stored meanwhile."""
+    keys = FakeKeys({"a": ["clf"], "b": ["roi"]}, {})
+    queue, storage = make_queue(tmp_path, spec_of(trials_per_pipeline={"a": 3, "b": 1}), keys, finals=False, slots=2)
+    t0, t1 = queue.suggest("t0"), queue.suggest("t1")
+    assert queue.suggest("t2") is None and queue.suggest("t2") is None
+    assert len(load_studies(spec_of(trials_per_pipeline={"a": 3, "b": 1}), storage)["a"].trials) == 1
+    complete(queue, "t0", t0, keys)
+    assert what(queue.suggest("t2")) == "search a", "a's stage is stored: its next trial runs as a cached one"
+    complete(queue, "t1", t1, keys)
+    assert what(queue.suggest("t3")) == "search a"
+    assert queue.suggest("t4") is None, "both slots taken, one trial of a left"
+
+
 def test_search_deadline_stops_search_trials_only():
     stop = SearchDeadline(time.time() - 1)
     assert stop("t", {"final": 0, "proxy": 0.5}) and not stop("t", {"final": 1})
+    assert not stop("t", {"final": 0, "proxy": 0.5, "replayed": True}), "a cached trial finishes"
     assert not SearchDeadline(time.time() + 60)("t", {"final": 0}) and not stop.stop_all()
 
 
