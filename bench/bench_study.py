@@ -20,7 +20,7 @@ reads back the study directory. Figures:
 - ``packing_efficiency_<phase>`` = busy seconds inside the phase window (each run's busy time prorated
   by how much of its ``run_trial`` interval falls in the window) / (slots x window seconds), where slots
   is the number of trials the cluster runs at once (``timings.json``); ``packing_efficiency`` is the
-  lower of the two (goal >= 0.9).
+  lower of the two (goal >= 0.9); ``packing_efficiency_overall`` the same over the whole session.
 - the rest of the slot time, per phase: ``overhead`` (a run in its worker outside ``run_trial``:
   imports on a cold worker, W&B init/finish, reports), ``lock_wait``, ``idle`` (no run on the slot:
   Tune start-up, hand-over between runs, the tail), and the share of busy time spent in trials ASHA
@@ -88,6 +88,7 @@ def main() -> None:
     goals["packing_efficiency"] = goal(summary["packing_efficiency"], 0.9, ">=")
     for p, v in packs.items():
         summary[f"packing_efficiency_{p}"] = round(v, 3)
+    summary["packing_efficiency_overall"] = round(result["overall"]["packing"], 3)
     print_report(result)
     write_result("bench_study", summary=summary, raw=raw, started=t0, goals=goals)
 
@@ -186,9 +187,11 @@ def analyse(study: Path) -> dict[str, Any]:
     phases = {"search": phase_figures(rows, s0, split, slots)}
     if any(r["kind"] == "final" for r in rows):
         phases["final"] = phase_figures(rows, split, max(s1, split + 1e-9), slots)
+    overall = phase_figures(rows, s0, s1, slots)
     cached = [r for r in search if r["cached"]]
     cold = [r for r in rows if r["warm"] is False]
     return {"study": str(study), "session": {"started": s0, "ended": s1, "slots": slots}, "phases": phases,
+            "overall": overall,
             "cached_trials": {"n": len(cached),
                               "median_busy_s": _median(r["busy_s"] for r in cached),
                               "median_overhead_s": _median(r["overhead_s"] for r in cached),
@@ -208,7 +211,7 @@ def _median(values: Any) -> float | None:
 
 def print_report(result: dict[str, Any]) -> None:
     print(f"\n## Study {result['study']}\n")
-    for name, p in result["phases"].items():
+    for name, p in {**result["phases"], "overall": result["overall"]}.items():
         print(f"- {name} phase: {p['seconds']:.0f} s x {p['slots']} slots, {p['runs']} runs: busy {p['busy']:.1%} "
               f"(of it in trials ASHA stopped {p['stopped']:.1%}), lock wait {p['lock_wait']:.1%}, "
               f"overhead {p['overhead']:.1%}, idle {p['idle']:.1%}")

@@ -166,11 +166,13 @@ class StudyQueue(Searcher):
         if self._closed or self._deadline is None or time.time() < self._deadline:
             return
         self._closed = True
+        if self._closed_search():  # the search ended within its budget
+            return
         for candidate in self._deferred.values():
             self._search.abandon(str(candidate.asked_as))
         self._deferred.clear()
         self._search.close()
-        logger.info("time budget reached: no new search trials; running ones stop at their next epoch")
+        logger.info("time budget reached: no new search trials; running ones stop at their next trained epoch")
 
     def _seconds(self) -> dict[str, float]:
         if self._stage_seconds is None:
