@@ -103,7 +103,7 @@ class StudyQueue(Searcher):
         if self._slots is not None and len(self._active) >= self._slots:
             return None if self._remaining() else Searcher.FINISHED
         first: _Candidate | None = None
-        for candidate in self._candidates(trial_id):
+        for candidate in self._candidates():
             if not self._conflicts(candidate):
                 return self._hand_out(candidate, trial_id)
             first = first or candidate
@@ -115,7 +115,7 @@ class StudyQueue(Searcher):
         """Whether anything may still be handed out (a search trial, or final runs not released or queued)."""
         return not (self._closed_search() and not self._finals and self._released >= set(self._search.pipelines))
 
-    def _candidates(self, trial_id: str) -> Iterator[_Candidate]:
+    def _candidates(self) -> Iterator[_Candidate]:
         """Runs in order of preference: search trials waiting in the queue, new search trials (balance
         order), then released final runs, longest first. New trials are asked only when reached."""
         if not self._closed:

@@ -181,3 +181,22 @@ def test_dry_run_keys_are_the_keys_a_real_run_stores(pipeline, make_dataset, tmp
     assert [(s, k) for s, k, _ in before] == [(s, records[s]["hash"]) for s, _, _ in before]
     assert all(stored for _, _, stored in keys.asked(pipeline, {})) and not keys.to_train(pipeline, {})
     assert set(keys.seconds()) == set(records)
+
+
+def test_slots_are_what_every_live_node_fits_and_sessions_are_appended(tmp_path, monkeypatch):
+    import ray
+
+    from harness.tune.paths import StudyPaths
+    from harness.tune.runner import concurrent_slots, record_session
+
+    nodes = [{"Alive": True, "Resources": {"CPU": 4.0, "GPU": 1.0}}, {"Alive": True, "Resources": {"CPU": 3.0}},
+             {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
+    spec = spec_of(resources={"cpu": 1, "gpu": "auto"})
+    assert concurrent_slots(spec, cuda=False) == 7, "CPU only: 4 + 3"
+    assert concurrent_slots(spec, cuda=True) == 2, "0.5 GPU each: 2 on the first node, none on the second"
+    assert concurrent_slots(spec_of(max_concurrent=3), cuda=False) == 3
+    paths = StudyPaths(tmp_path)
+    record_session(paths, started=1.0, ended=2.0, slots=2)
+    record_session(paths, started=3.0, ended=5.0, slots=2)  # a resume
+    assert [s["ended"] for s in json.loads(paths.timings.read_text())["sessions"]] == [2.0, 5.0]
