@@ -91,14 +91,18 @@ def cuda_available() -> bool:
 def build_tuner(spec: StudySpec, paths: StudyPaths, *, data_dir: Path | None, cuda: bool,
                 totals: dict[str, int], tune_config: dict[str, Any] | None = None,
                 param_space: dict[str, Any] | None = None, stop: Any = None, epoch_hooks: Sequence[EpochCallback] = (),
-                trainable: Callable[..., None] = ray_trainable, run_uid: str = "") -> tune.Tuner:
+                trainable: Callable[..., None] = ray_trainable, run_uid: str = "",
+                max_concurrent: int | None = None) -> tune.Tuner:
     """A Tuner running :func:`ray_trainable` with the study's resources and failure policy.
 
     ``tune_config`` adds to the shared :class:`ray.tune.TuneConfig` fields (searcher, scheduler,
     sample count); ``stop`` is the RunConfig's stopper; ``epoch_hooks`` reach every trial through
     ``tune.with_parameters`` (so they must be picklable); ``totals`` the number of search trials and
     final runs for the progress messages; ``trainable`` is :func:`ray_trainable` except in tests;
-    ``run_uid`` the study instance's id (stable W&B run ids).
+    ``run_uid`` the study instance's id (stable W&B run ids); ``max_concurrent`` caps the trials running at
+    once (default the spec's ``max_concurrent``). Tune also lets that many trials wait for their workers at
+    once: without a cap it starts a custom searcher's trials one at a time, each once the previous one's
+    worker is up, so the second worker of a study would start seconds after the first.
     """
     from ray import tune
 
@@ -111,7 +115,7 @@ def build_tuner(spec: StudySpec, paths: StudyPaths, *, data_dir: Path | None, cu
         spec.resources.per_trial(cuda))
     return tune.Tuner(
         wrapped, param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True,
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or spec.max_concurrent, reuse_actors=True,
                                     **(tune_config or {})),
         run_config=tune.RunConfig(name=f"study-{time.strftime('%Y%m%d-%H%M%S')}",
                                   storage_path=str(paths.ray.resolve()), stop=stop,
@@ -146,7 +150,7 @@ def study_tuner(spec: StudySpec, paths: StudyPaths, *, storage: optuna.storages.
                        tune_config={"search_alg": queue, "scheduler": make_scheduler(spec),
                                     "num_samples": max(1, remaining + n_finals)},
                        stop=SearchDeadline(deadline) if deadline is not None else None,
-                       epoch_hooks=epoch_hooks, trainable=trainable, run_uid=run_uid)
+                       epoch_hooks=epoch_hooks, trainable=trainable, run_uid=run_uid, max_concurrent=slots)
 
 
 def search_tuner(spec: StudySpec, paths: StudyPaths, *, storage: optuna.storages.BaseStorage, done: dict[str, int],
