@@ -13,7 +13,8 @@ reads back the study directory. Figures:
   (``trial.json`` clock ``run_started`` -> ``run_ended``, which for a completed run is ``run.json``
   ``seconds`` plus the fold loop; for a trial stopped by ASHA or the time budget, until it was stopped)
   minus the seconds it waited for stage locks while another run trained that stage
-  (``lock_wait_s``: the worker was idle then).
+  (``lock_wait_s``: the worker was idle then; a stopped trial writes no stage records, so a lock wait
+  before its stop would count as busy).
 - **phases**: the study's Tune experiment runs from ``timings.json`` ``started`` to ``ended`` (search and
   final runs are one experiment; a pipeline's final runs start when its search ends). The search phase
   is [start, end of the last search trial], the final phase [that, end]; they partition the wall time.
