@@ -2,7 +2,8 @@
 
 A run (or a study trial) that needs a stage whose key is already stored loads it instead of
 training; evaluation-only knobs are never part of a key, so a TTA or threshold variant costs
-seconds. A file lock per key makes concurrent trials train a shared stage once.
+seconds. A file lock per key makes concurrent trials train a shared stage once (a study's scheduler
+avoids starting two trials that would train the same key; see :class:`DryRunStore`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ logger = logging.getLogger(__name__)
 KEYED_DISTRIBUTIONS = ("torch", "timm", "segmentation-models-pytorch", "albumentations")
 """Libraries whose version is part of every stage key: a new release may change initialisation, layers
 or augmentation, so a stage trained under another version is trained again rather than reused."""
+LOCK_WAIT = "lock_wait_s"
+"""Field of a run's stage record (``RUN_DIR/stages/<stage>.json``, never the stored one): seconds the run
+waited for the stage's lock while another run trained that stage, its worker idle."""
 
 
 @functools.cache
@@ -71,6 +75,9 @@ class StageStore:
     What is stored is checked before it is used: a stage whose record or checkpoint is damaged
     (a truncated file, a hand edit) is named in one warning line and trained again.
     """
+
+    dry_run = False
+    """True for a :class:`DryRunStore`: the stage code records keys instead of training or loading."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -123,3 +130,27 @@ class StageStore:
 
     def commit(self, stage: str, key: str, record: dict[str, Any]) -> None:
         write_bytes_atomic(self.dir(stage, key) / "stage.json", json.dumps(record, indent=2, default=str).encode())
+
+
+class DryRunStore(StageStore):
+    """A store against which a pipeline trains and loads nothing: each stage it asks for is noted as
+    (stage, key, stored) in :attr:`asked`, in training order, and given back as a placeholder.
+
+    What a study's scheduler uses, in the driver, to know before a trial starts which stages it would
+    train (keys not yet stored), so that two trials that would train the same stage do not hold two
+    workers while one of them waits for the other's lock; and how long a final run will take.
+    A pipeline's ``train`` must therefore do its work in the stage data callables (as the built-in ones
+    do), not before it asks for a stage.
+    """
+
+    dry_run = True
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.asked: list[tuple[str, str, bool]] = []
+
+    def note(self, stage: str, key: str) -> bool:
+        """Record that the run asks for ``stage`` with ``key``; returns whether it is stored."""
+        stored = (self.dir(stage, key) / "stage.json").is_file()
+        self.asked.append((stage, key, stored))
+        return stored

@@ -27,7 +27,7 @@ from harness.data.transforms import train_transform, tta_views
 from harness.engine import fit as engine
 from harness.engine.outputs import OUTPUTS, OutputCache, entry_key, file_identity
 from harness.engine.predict import Head, predict_heads, sigmoid, softmax
-from harness.engine.store import code_versions, stage_key
+from harness.engine.store import LOCK_WAIT, DryRunStore, code_versions, stage_key
 from harness.errors import one_line
 from harness.models.classifier import classifier_param_groups, create_classifier
 from harness.models.losses import HybridLoss, JointLoss, class_weights, cross_entropy
@@ -108,12 +108,19 @@ def _obtain(ctx: RunContext, name: str, kind: str, key_parts: dict[str, Any], bu
     """
     data, versions = ctx.data_key, code_versions()
     key = stage_key({"stage": name, **key_parts, "data": data, "seed": ctx.config.runtime.seed, "versions": versions})
+    if isinstance(ctx.store, DryRunStore):  # which stages a run would train: nothing is loaded or trained
+        return Stage(name, nn.Identity(), {"stage": name, "hash": key, "cached": ctx.store.note(name, key)})
     stage = _reuse(ctx, name, key, build, metric_name, discard=False)
     if stage is not None:
         return stage
+    t_lock = time.perf_counter()
     with ctx.store.lock(name, key) as workdir:
+        waited = time.perf_counter() - t_lock  # > 0 while another trial trains this stage: the worker idles
+        if waited > 1.0:
+            logger.info("%s: waited %.1fs for another run training stage %s", name, waited, key)
         stage = _reuse(ctx, name, key, build, metric_name, discard=True)  # another trial may have trained it meanwhile
         if stage is not None:
+            stage.record[LOCK_WAIT] = waited
             return stage
         t0 = time.perf_counter()
         model = build()
@@ -127,7 +134,7 @@ def _obtain(ctx: RunContext, name: str, kind: str, key_parts: dict[str, Any], bu
         (workdir / "last.pt").unlink(missing_ok=True)  # only needed to resume; ~3x the model size
         logger.info("%s: trained %d epochs in %.1fs, best %s %.4f (epoch %d)", name, result.epochs,
                     record["seconds"], metric_name, result.best_metric, result.best_epoch)
-        return Stage(name, model.eval(), {**record, "cached": False})
+        return Stage(name, model.eval(), {**record, "cached": False, LOCK_WAIT: waited})
 
 
 StageData = Callable[[], tuple[tuple[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]]

@@ -24,27 +24,34 @@ SHOWN_METRICS = ("balanced_accuracy", "dice_mean")
 
 
 class ProgressCallback(tune.Callback):
-    """One log line per finished trial, a warning per failed one, and a tqdm bar on a terminal.
+    """One log line per finished run, a warning per failed one, and a tqdm bar on a terminal.
 
-    ``total`` is the number of trials this Tuner runs (the remaining budget on a resume), ``label``
-    names them in the messages ("trial", "final run").
+    ``totals`` is the number of runs of each kind this Tuner runs ("trial": search trials, the
+    remaining budget on a resume; "final run"), which name them in the messages.
     """
 
-    def __init__(self, total: int, label: str) -> None:
-        self.total, self.label = total, label
-        self.bar = tqdm(total=total, desc=label, disable=not os.isatty(2), leave=False)
-        self.done = 0
+    def __init__(self, totals: dict[str, int]) -> None:
+        self.totals = dict(totals)
+        self.done = dict.fromkeys(self.totals, 0)
+        self.bar = tqdm(total=sum(self.totals.values()), desc="runs", disable=not os.isatty(2), leave=False)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.done += 1
+        label = run_label(trial)
+        self.done[label] = self.done.get(label, 0) + 1
         r = trial.last_result or {}
         what = "stopped early" if not r.get("final") else ", ".join(
             f"{k}={r[k]:.3f}" for k in SHOWN_METRICS if isinstance(r.get(k), float))
-        logger.info("%s %d/%d done (pipeline %s): %s", self.label, self.done, self.total, trial_pipeline(trial), what)
+        logger.info("%s %d/%d done (pipeline %s): %s", label, self.done[label], self.totals.get(label, 0),
+                    trial_pipeline(trial), what)
         self.bar.update(1)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        logger.warning("%s: trial %s failed (see %s)", self.label, trial.trial_id, trial.local_path)
+        logger.warning("%s: trial %s failed (see %s)", run_label(trial), trial.trial_id, trial.local_path)
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         self.bar.close()
+
+
+def run_label(trial: Any) -> str:
+    """How progress messages name a run: "final run" (``config["run"]``) or "trial" (a search trial)."""
+    return "final run" if "run" in (trial.config or {}) else "trial"

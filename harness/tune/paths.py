@@ -6,6 +6,7 @@ Layout of a study directory::
     STUDY_DIR/trials/<p>-<n>/   one run dir a trial  STUDY_DIR/stage_cache/  trained stages, shared
     STUDY_DIR/final/<p>-seed<k> best config re-runs  STUDY_DIR/ray/          Ray Tune experiment state
     STUDY_DIR/wandb/            W&B runs           STUDY_DIR/manifest.json  versions, data, command
+    STUDY_DIR/timings.json      Tune sessions: start, end, worker slots
 
 A search trial's directory is named after its Optuna trial: ``trials/a-007`` is trial 7 of the Optuna
 study ``<study>:a`` (its W&B run has the same name; the Ray trial id is in its ``trial.json``).
@@ -65,6 +66,11 @@ class StudyPaths:
     def manifest(self) -> Path:
         return self.root / "manifest.json"
 
+    @property
+    def timings(self) -> Path:
+        """When each run of the study's Tune experiment started and ended, and its worker slots."""
+        return self.root / "timings.json"
+
     def trial_run(self, pipeline: str, number: int) -> Path:
         """Run directory of search trial ``number`` of the pipeline's Optuna study."""
         return self.trials / trial_dir_name(pipeline, number)
@@ -86,7 +92,8 @@ def trial_dir_name(pipeline: str, number: int) -> str:
 
 
 STUDY_ENTRIES = frozenset({"study.yaml", "optuna.db", "optuna.db-journal", "optuna.db-wal", "optuna.db-shm", "trials",
-                           "final", "stage_cache", "ray", "wandb", "report", "manifest.json"})
+                           "final", "stage_cache", "ray", "wandb", "report", "manifest.json",
+                           "timings.json"})
 """What a study directory holds (the layout above, with SQLite's sidecar files); ``quickstart --fresh`` deletes
 nothing else."""
 

@@ -1,10 +1,13 @@
-"""A study from start to end: prepare the data, search (or resume) with Ray Tune + Optuna, then re-run
-each pipeline's best configuration with the study's seeds and evaluate it on the held-out test subset.
+"""A study from start to end: prepare the data, search (or resume) with Ray Tune + Optuna, and re-run
+each pipeline's best configuration with the study's seeds, evaluated on the held-out test subset.
 
 This is the public entry (:func:`run_study`, used by ``harness study run/resume``); it decides *what*
-runs and in which order. The pieces live in modules of one concern each, as Ray Tune splits its own:
-``paths`` (study directory layout), ``bookkeeping`` (the Optuna record: create, reconcile, count,
-rank), ``tuner`` (the one Tuner builder and the Ray session), ``trainable`` (one trial, in a Ray
+runs. The search and the final runs are one Tune experiment on the same workers: a pipeline's final
+runs start as soon as its own search is over, while other pipelines may still search (see
+:mod:`harness.tune.queue`, which decides the order). The pieces live in modules of one concern each,
+as Ray Tune splits its own: ``paths`` (study directory layout), ``bookkeeping`` (the Optuna record:
+create, reconcile, count, rank), ``tuner`` (the one Tuner builder and the Ray session), ``queue``
+(what runs next), ``stagekeys`` (which stages a run would train), ``trainable`` (one trial, in a Ray
 worker or inline), ``callbacks`` (progress), ``searcher`` and ``scheduler`` (Tune plug-ins).
 """
 
@@ -50,10 +53,12 @@ def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None,
               resume: bool = False, storage_url: str | None = None, final: bool | None = None,
               ray_init: dict[str, Any] | None = None, epoch_hooks: Sequence[EpochCallback] = (),
               dashboard: bool = False, command: list[str] | None = None) -> dict[str, Any]:
-    """Search (or resume), then the final seeded runs of the best config of each pipeline.
+    """Search (or resume), and the final seeded runs of the best config of each pipeline, each pipeline's
+    as soon as its search is over (``final``: whether to run them; default the spec's ``final.enabled``).
 
     Each pipeline is searched in its own Optuna study ``<study>:<pipeline>`` with its own trial budget
     (:func:`~harness.tune.bookkeeping.trial_budgets`); a resume tops every pipeline up to its budget.
+    When the Tune experiment started and ended is appended to ``STUDY_DIR/timings.json``.
 
     ``address`` (else ``$RAY_ADDRESS``) joins a Ray cluster, otherwise a local Ray starts (with its
     dashboard when ``dashboard``); see :func:`~harness.tune.tuner.ray_init_kwargs`.
@@ -64,7 +69,7 @@ def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None,
     """
     import ray
 
-    from harness.tune.tuner import cuda_available, final_tuner, init_ray, search_tuner
+    from harness.tune.tuner import cuda_available, init_ray, study_tuner
 
     paths = StudyPaths(Path(study_dir))
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -103,21 +108,25 @@ def run_study(spec: StudySpec, study_dir: Path, *, data_dir: Path | None = None,
         check_resources(spec, cuda)
         t0 = time.perf_counter()
         errors: dict[str, str] = {}
+        with_finals = spec.final.enabled if final is None else final
         try:
             with interrupt_raises():
-                if sum(remaining.values()) > 0:
-                    logger.info("study %s: %s trial(s) to run (%s sampler, %s scheduler, %s per trial)", spec.name,
+                if sum(remaining.values()) > 0 or with_finals:
+                    logger.info("study %s: %s trial(s) to run (%s sampler, %s scheduler, %s per trial)%s", spec.name,
                                 ", ".join(f"{p} {n}" for p, n in remaining.items()), spec.sampler,
-                                spec.scheduler.type, spec.resources.per_trial(cuda))
-                    grid = search_tuner(spec, paths, storage=storage, done=done, data_dir=data_root, cuda=cuda,
-                                        epoch_hooks=epoch_hooks, run_uid=uid).fit()
+                                spec.scheduler.type, spec.resources.per_trial(cuda),
+                                ", then each pipeline's final runs" if with_finals else "")
+                    slots = concurrent_slots(spec, cuda)
+                    tuner = study_tuner(spec, paths, storage=storage, done=done, data_dir=data_root, cuda=cuda,
+                                        finals=StudyFinals(spec, storage, paths.final) if with_finals else None,
+                                        slots=slots, epoch_hooks=epoch_hooks, run_uid=uid)
+                    started = time.time()
+                    grid = tuner.fit()
+                    record_session(paths, started=started, ended=time.time(), slots=slots)
                     errors = trial_errors(grid)
                 studies = load_studies(spec, storage)
                 best = best_trials(studies.values(), spec)
-                runs = final_runs(spec, best, paths.final) if (spec.final.enabled if final is None else final) else []
-                if runs:
-                    final_tuner(spec, paths, runs, data_dir=data_root, cuda=cuda, epoch_hooks=epoch_hooks,
-                                run_uid=uid).fit()
+                runs = final_runs(spec, best, paths.final) if with_finals else []
         except KeyboardInterrupt:
             stop_interrupted(spec, storage, started_ray)
             raise
@@ -195,12 +204,55 @@ def check_resources(spec: StudySpec, cuda: bool) -> None:
                       f"{largest.get('GPU', 0):g} GPU); lower resources.cpu/gpu in the study or add a node.")
 
 
+def concurrent_slots(spec: StudySpec, cuda: bool) -> int:
+    """How many trials the Ray cluster runs at once: per live node, how many times the per-trial resources
+    fit in it (CPU and GPU), summed, capped by ``max_concurrent``."""
+    import ray
+
+    need = spec.resources.per_trial(cuda)
+    total = 0
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        have = node.get("Resources", {})
+        fits = [int(have.get(k.upper(), 0) // v) for k, v in need.items() if v > 0]
+        total += min(fits) if fits else 0
+    return min(total, spec.max_concurrent) if spec.max_concurrent else total
+
+
+def record_session(paths: StudyPaths, *, started: float, ended: float, slots: int) -> None:
+    """Append this run of the study's Tune experiment to ``STUDY_DIR/timings.json`` (a resume adds one):
+    its wall-clock start and end and the number of trials it could run at once. With the trials'
+    ``trial.json`` clocks, what ``bench/bench_study.py`` computes the workers' packing from."""
+    try:
+        sessions = json.loads(paths.timings.read_text()).get("sessions", [])
+    except (OSError, ValueError, AttributeError):
+        sessions = []
+    sessions.append({"started": started, "ended": ended, "slots": slots})
+    paths.timings.write_text(json.dumps({"sessions": sessions}, indent=2))
+
+
+class StudyFinals:
+    """The study queue's final runs of a pipeline (:func:`final_runs`), asked when its search is over: its
+    best trial's overrides with every final seed, read from ``storage`` then; or (``levels``) its runs of
+    the ablation plan, which is written to ``final_dir/plan.json``."""
+
+    def __init__(self, spec: StudySpec, storage: optuna.storages.BaseStorage, final_dir: Path) -> None:
+        self.spec, self.storage, self.final_dir = spec, storage, final_dir
+
+    def __call__(self, pipeline: str) -> list[dict[str, Any]]:
+        if self.spec.final.mode == "levels":
+            return [r for r in final_runs(self.spec, {}, self.final_dir) if r["pipeline"] == pipeline]
+        best = best_trials(load_studies(self.spec, self.storage).values(), self.spec)
+        return final_runs(self.spec, {pipeline: best[pipeline]}) if pipeline in best else []
+
+
 def trial_errors(grid: Any) -> dict[str, str]:
-    """Pipeline -> the last line of the first error of its failed trials (what ``study run`` reports when a
-    pipeline has no complete trial)."""
+    """Pipeline -> the last line of the first error of its failed search trials (what ``study run`` reports
+    when a pipeline has no complete trial)."""
     out: dict[str, str] = {}
     for result in grid:
-        if result.error is None:
+        if result.error is None or "run" in (result.config or {}):
             continue
         pipeline = str((result.config or {}).get("_pipeline", "?"))
         lines = [line.strip() for line in str(result.error).splitlines() if line.strip()]

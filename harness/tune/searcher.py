@@ -61,6 +61,16 @@ class HarnessSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         return None
 
+    def rename(self, old: str, new: str) -> None:
+        """A trial asked under Ray trial id ``old`` runs as ``new`` (it waited in the study's queue)."""
+        ot = self._ot_trials.pop(old)
+        self._ot_trials[new] = ot
+        ot.set_user_attr("ray_trial_id", new)
+
+    def abandon(self, trial_id: str) -> None:
+        """A trial asked but never run (its queue closed at the time budget): PRUNED, as a trial stopped then is."""
+        self._tell(trial_id, optuna.trial.TrialState.PRUNED)
+
     def _tell(self, trial_id: str, state: optuna.trial.TrialState) -> None:
         if self._ot_study is None:  # OptunaSearch creates it once the search properties are set
             raise RuntimeError(f"trial {trial_id} finished before the Optuna study was set up.")
@@ -90,12 +100,18 @@ def next_pipeline(targets: Mapping[str, int], used: Mapping[str, int],
     the fewest trials), or with ``seconds`` (a time-budgeted study) the fewest trial-seconds spent;
     ties go to the study's order (the mapping's order).
     """
+    order = pipeline_order(targets, used, seconds)
+    return order[0] if order else None
+
+
+def pipeline_order(targets: Mapping[str, int], used: Mapping[str, int],
+                   seconds: Mapping[str, float] | None = None) -> list[str]:
+    """Every pipeline with budget left, in :func:`next_pipeline`'s order of preference (the study's
+    queue falls back on the next one when the first one's trial would wait for a stage in training)."""
     open_ = [p for p in targets if used.get(p, 0) < targets[p]]
-    if not open_:
-        return None
     if seconds is not None:
-        return min(open_, key=lambda p: seconds.get(p, 0.0))
-    return min(open_, key=lambda p: used.get(p, 0) / targets[p])
+        return sorted(open_, key=lambda p: seconds.get(p, 0.0))  # sorted is stable: ties keep the study's order
+    return sorted(open_, key=lambda p: used.get(p, 0) / targets[p])
 
 
 class PerPipelineSearch(Searcher):
@@ -105,6 +121,10 @@ class PerPipelineSearch(Searcher):
     them (finished before a resume); ``spent`` the trial-seconds they took. With ``by_time`` the next
     trial goes to the pipeline with the fewest trial-seconds (finished + running), else to the one
     with the fewest trials; results are routed back to the searcher that suggested the trial.
+
+    As a Tune searcher it hands out the first pipeline's next trial; the study's queue
+    (:class:`harness.tune.queue.StudyQueue`) instead asks (:meth:`ask`) and starts (:meth:`begin`) trials
+    itself, so that a trial can wait while another pipeline's goes first.
     """
 
     def __init__(self, searchers: dict[str, HarnessSearch], *, targets: Mapping[str, int],
@@ -121,11 +141,16 @@ class PerPipelineSearch(Searcher):
         self._by_time = by_time
         self._owner: dict[str, str] = {}  # Ray trial id -> pipeline
         self._started: dict[str, float] = {}  # running Ray trial id -> monotonic start
+        self._live: set[str] = set()  # asked and not complete
 
     @property
     def used(self) -> dict[str, int]:
         """Trials per pipeline that count against its budget (done before + suggested here)."""
         return dict(self._used)
+
+    @property
+    def pipelines(self) -> list[str]:
+        return list(self._targets)
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return all([s.set_search_properties(metric, mode, config, **spec) for s in self._searchers.values()])
@@ -137,17 +162,54 @@ class PerPipelineSearch(Searcher):
             out[self._owner[trial_id]] += now - t0
         return out
 
-    def suggest(self, trial_id: str) -> dict | str | None:  # type: ignore[override]  # Ray's hint omits FINISHED
-        pipeline = next_pipeline(self._targets, self._used, self._seconds_now() if self._by_time else None)
-        if pipeline is None:
-            return Searcher.FINISHED
+    def order(self) -> list[str]:
+        """Pipelines with budget left, the one owed the next trial first (:func:`pipeline_order`)."""
+        return pipeline_order(self._targets, self._used, self._seconds_now() if self._by_time else None)
+
+    def searching(self, pipeline: str) -> bool:
+        """Whether ``pipeline`` has budget left or a trial asked and not complete."""
+        return self._used[pipeline] < self._targets[pipeline] or any(self._owner[t] == pipeline for t in self._live)
+
+    def ask(self, pipeline: str, trial_id: str) -> dict | None:
+        """The pipeline's next trial, asked from its Optuna study under ``trial_id`` (it counts against the
+        budget from now on); None when its searcher has none."""
         cfg = self._searchers[pipeline].suggest(trial_id)
-        if cfg is None or cfg == Searcher.FINISHED:
-            return cfg
+        if not isinstance(cfg, dict):
+            return None
         self._owner[trial_id] = pipeline
-        self._started[trial_id] = time.monotonic()
+        self._live.add(trial_id)
         self._used[pipeline] += 1
         return cfg
+
+    def begin(self, trial_id: str) -> None:
+        """The trial is handed to Tune: its seconds count from now (``by_time``)."""
+        self._started[trial_id] = time.monotonic()
+
+    def rename(self, old: str, new: str) -> None:
+        """A trial asked as ``old`` is handed to Tune as ``new``."""
+        pipeline = self._owner.pop(old)
+        self._owner[new] = pipeline
+        self._live.discard(old)
+        self._live.add(new)
+        self._searchers[pipeline].rename(old, new)
+
+    def close(self) -> None:
+        """No more trials (the study's time budget is spent): every budget ends at what was asked."""
+        self._targets = {p: min(n, self._used[p]) for p, n in self._targets.items()}
+
+    def abandon(self, trial_id: str) -> None:
+        """A trial asked and never handed out (the search ended first): PRUNED in its Optuna study."""
+        pipeline = self._owner[trial_id]
+        self._live.discard(trial_id)
+        self._searchers[pipeline].abandon(trial_id)
+
+    def suggest(self, trial_id: str) -> dict | str | None:  # type: ignore[override]  # Ray's hint omits FINISHED
+        for pipeline in self.order()[:1]:
+            cfg = self.ask(pipeline, trial_id)
+            if cfg is not None:
+                self.begin(trial_id)
+            return cfg
+        return Searcher.FINISHED
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._owner:
@@ -157,6 +219,7 @@ class PerPipelineSearch(Searcher):
         pipeline = self._owner.get(trial_id)
         if pipeline is None:
             return
+        self._live.discard(trial_id)
         t0 = self._started.pop(trial_id, None)
         if t0 is not None:
             self._seconds[pipeline] += time.monotonic() - t0

@@ -3,7 +3,7 @@ able to import them: pytest's importlib mode gives test modules names no worker 
 
 Pass the epoch hooks to :func:`harness.tune.runner.run_study` as ``epoch_hooks``; they reach every
 trial through ``tune.with_parameters``, so production code reads no test switches from the environment.
-:func:`toy_trainable` stands in for the real trainable (``search_tuner(..., trainable=...)``) where a
+:func:`toy_trainable` stands in for the real trainable (``study_tuner(..., trainable=...)``) where a
 test is about the search, not the training.
 """
 
@@ -45,14 +45,15 @@ TOY_SCORES = {"a": 0.84, "b": 0.80}
 """Objective of :func:`toy_trainable` per pipeline (others 0.80): pipeline a dominates."""
 
 
-def toy_trainable(config: dict[str, Any], spec_json: str, study_dir: str, data_dir: str | None, mode: str,
+def toy_trainable(config: dict[str, Any], spec_json: str, study_dir: str, data_dir: str | None,
                   epoch_hooks: Sequence[Any] = (), run_uid: str = "") -> None:
     """A Ray trainable that follows the study's trial protocol without training anything.
 
     Same signature as :func:`harness.tune.trainable.ray_trainable` (pass it as ``trainable`` to
-    :func:`harness.tune.tuner.search_tuner`): every planned epoch of every stage reports on the
+    :func:`harness.tune.tuner.study_tuner`): every planned epoch of every stage reports on the
     stage-aligned axis, then the final report carries the objective, ``TOY_SCORES[pipeline]`` plus
-    at most 0.01 for ``eval.mask_threshold`` near 0.5, so one pipeline dominates the other.
+    at most 0.01 for ``eval.mask_threshold`` near 0.5, so one pipeline dominates the other. A final run
+    (``config["run"]``) reports its objective once.
     """
     from ray import tune
 
@@ -60,12 +61,14 @@ def toy_trainable(config: dict[str, Any], spec_json: str, study_dir: str, data_d
     from harness.tune.timeline import PROXY, StageTimeline
 
     spec = StudySpec.model_validate_json(spec_json)
-    pipeline, overrides = config["_pipeline"], config["_overrides"]
+    final = "run" in config
+    pipeline, overrides = (config["run"]["pipeline"], config["run"]["overrides"]) if final else (
+        config["_pipeline"], config["_overrides"])
     threshold = float(overrides.get("eval.mask_threshold", 0.5))
     score = TOY_SCORES.get(pipeline, 0.80) + 0.01 * (1 - 2 * abs(threshold - 0.5))
     metrics = [o.metric for o in spec.objectives]
     timeline = StageTimeline.of(spec, pipeline)
-    for stage, epochs in timeline.plan:
+    for stage, epochs in [] if final else timeline.plan:
         for epoch in range(1, epochs + 1):
             value = score * epoch / epochs
             tune.report({**timeline.report(stage, {"epoch": epoch, "val_metric": value}),

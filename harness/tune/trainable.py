@@ -37,7 +37,7 @@ def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run
                   check_data: bool = True, epoch_hooks: Sequence[EpochCallback] = (),
                   folds: int | None = None, job_type: JobType = "search", wandb_id: str | None = None,
                   wandb_config: dict[str, Any] | None = None, epoch_objective: bool = False,
-                  provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+                  provenance: dict[str, Any] | None = None, clock: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one trial: config from the spec, `run_trial`, W&B tracking, optional per-epoch `report`.
 
     Shared by Ray trials, final re-runs and ``harness trial`` (W&B agent), so the three cannot drift.
@@ -51,10 +51,18 @@ def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run
     the run's config, ``epoch_objective`` logs the stage-aligned proxy under the first objective every
     epoch (for W&B's hyperband); what was logged is also in ``run_dir/wandb.json``. ``provenance`` goes
     into the run's ``manifest.json`` (e.g. the study and the command that launched it).
+    ``clock`` receives wall-clock times (``time.time()``) of the trial's steps: ``imported`` (the training
+    stack), ``tracker_ready`` (W&B run started), ``run_started``/``run_ended`` (inside ``run_trial``, all
+    folds), ``tracked`` (W&B run finished), and ``lock_wait_s`` (seconds waited for stage locks while
+    other trials trained those stages); see :func:`ray_trainable`.
     """
+    from harness.engine.store import LOCK_WAIT
     from harness.pipelines.run import run_trial
     from harness.tune.folds import fold_runs, report_fields, summarise_folds, write_folds
     from harness.tune.tracking import RECORD, TrialTracker
+
+    clock = {} if clock is None else clock
+    clock["imported"] = time.time()
 
     params = dict(overrides)
     if threads:
@@ -68,6 +76,7 @@ def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run
                            tags=[f"study:{spec.name}", f"pipeline:{pipeline}"],
                            objectives=[(o.metric, o.mode) for o in spec.objectives],
                            epoch_objective=objectives[0] if epoch_objective else None, record=run_dir / RECORD)
+    clock["tracker_ready"] = time.time()
     timeline = StageTimeline.of(spec, pipeline) if report is not None or epoch_objective else None
 
     def on_epoch(stage: str, record: dict[str, Any]) -> None:
@@ -82,6 +91,7 @@ def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run
 
     runs = fold_runs(run_dir, spec.selection.folds if folds is None else folds)
     results = []
+    clock["run_started"] = time.time()
     try:
         for k, (fold_dir, fold_params) in enumerate(runs):
             fold_config = spec.run_config(pipeline, {**params, **fold_params}, data_dir) if fold_params else config
@@ -89,8 +99,11 @@ def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run
             results.append(run_trial(fold_config, fold_dir, data_dir=data_dir, store_root=store, callbacks=hooks,
                                      subsets=subsets, progress=False, check_data=check_data, provenance=provenance))
     except BaseException:
+        clock["run_ended"] = time.time()
         tracker.finish({}, failed=True)
         raise
+    clock["run_ended"] = time.time()
+    clock["lock_wait_s"] = sum(float(st.get(LOCK_WAIT, 0.0)) for r in results for st in r.stages.values())
     result = results[0]
     metrics: dict[str, Any] = result.metrics
     fold_fields: dict[str, Any] = {}
@@ -105,31 +118,43 @@ def execute_trial(spec: StudySpec, pipeline: str, overrides: dict[str, Any], run
                   "trained_stages": sum(len(r.trained_stages) for r in results), "run_dir": str(run_dir),
                   **fold_fields})
     tracker.finish(final)
+    clock["tracked"] = time.time()
     return final
 
 
-def ray_trainable(config: dict[str, Any], spec_json: str, study_dir: str, data_dir: str | None, mode: str,
+def ray_trainable(config: dict[str, Any], spec_json: str, study_dir: str, data_dir: str | None,
                   epoch_hooks: Sequence[EpochCallback] = (), run_uid: str = "") -> None:
-    """Ray Tune function trainable (module level so that Ray can pickle it by reference).
+    """Ray Tune function trainable (module level so that Ray can pickle it by reference) of every run of a
+    study, as :class:`harness.tune.queue.StudyQueue` hands them out.
 
-    ``mode="search"``: ``config`` holds the searcher's ``_pipeline``, ``_overrides`` and ``_trial`` (its
+    A search trial's ``config`` holds the searcher's ``_pipeline``, ``_overrides`` and ``_trial`` (its
     Optuna study and trial number, which name the trial's directory ``trials/<pipeline>-<number>`` and
-    its W&B run); the trial evaluates on val and reports every epoch. ``mode="final"``: ``config["run"]``
-    names a pipeline, the best overrides and a seed; the run evaluates on val and test and reports once.
+    its W&B run); it evaluates on val and reports every epoch. A final run's ``config["run"]`` names a
+    pipeline, the best overrides and a seed; it evaluates on val and test and reports once.
     ``run_uid`` is the study instance's id (:func:`harness.tune.bookkeeping.study_uid`): W&B run ids
     derive from it, so a Ray retry or a resumed study continues the same W&B run.
+
+    ``RUN_DIR/trial.json`` says where the run ran and, under ``clock``, when (``time.time()``): the
+    worker process started (``process_started``), the trainable was entered (``entered``; ``warm``: an
+    earlier run on this worker already imported the training stack), the steps of :func:`execute_trial`,
+    ``ended`` (before the final report) and the ``outcome`` (completed; stopped, by the scheduler or the
+    time budget; failed). ``bench/bench_study.py`` computes a study's packing from these files.
     """
+    import sys
+
     from ray import tune
 
     from harness.tune.tracking import stable_run_id
 
+    clock: dict[str, Any] = {"process_started": _process_started(), "entered": time.time(),
+                             "warm": "harness.pipelines.run" in sys.modules}
     spec = StudySpec.model_validate_json(spec_json)
     paths = StudyPaths(Path(study_dir))
     trial_id = tune.get_context().get_trial_id()
     subsets: tuple[str, ...]
     job_type: JobType
     where: dict[str, Any] = {"ray_trial_id": trial_id}
-    if mode == "final":  # trained on the study split's train part, whatever selection.folds is
+    if "run" in config:  # a final run: trained on the study split's train part, whatever selection.folds is
         run = config["run"]
         pipeline, overrides = run["pipeline"], {**run["overrides"], "runtime.seed": run["seed"]}
         run_dir = paths.final / run["dir"] if run.get("dir") else paths.final_run(pipeline, run["seed"])
@@ -147,15 +172,34 @@ def ray_trainable(config: dict[str, Any], spec_json: str, study_dir: str, data_d
     except Exception:  # noqa: BLE001 - not inside a Tune session with resources
         required = {}
     cpus = max(1, int(required.get("CPU", 1)))
-    _write_trial_info(run_dir, where, required)
-    result = execute_trial(spec, pipeline, overrides, run_dir, store=paths.store,
-                           data_dir=Path(data_dir) if data_dir else None, subsets=subsets, report=report,
-                           tracker_dir=paths.wandb, tracker_name=run_dir.name, threads=cpus,
-                           check_data=False,  # the driver checked the dataset once before the trials
-                           epoch_hooks=epoch_hooks, folds=folds, job_type=job_type,
-                           wandb_id=stable_run_id(run_uid, *key) if run_uid else None, wandb_config=where,
-                           provenance=_provenance(paths, mode, where))
+    info = _write_trial_info(run_dir, where, required, clock)
+    clock["outcome"] = "failed"
+    try:
+        result = execute_trial(spec, pipeline, overrides, run_dir, store=paths.store,
+                               data_dir=Path(data_dir) if data_dir else None, subsets=subsets, report=report,
+                               tracker_dir=paths.wandb, tracker_name=run_dir.name, threads=cpus,
+                               check_data=False,  # the driver checked the dataset once before the trials
+                               epoch_hooks=epoch_hooks, folds=folds, job_type=job_type,
+                               wandb_id=stable_run_id(run_uid, *key) if run_uid else None, wandb_config=where,
+                               provenance=_provenance(paths, job_type, where), clock=clock)
+        clock["outcome"] = "completed"
+    except SystemExit:  # Tune ends a stopped trial's thread with SystemExit at its next report
+        clock["outcome"] = "stopped"
+        raise
+    finally:
+        clock["ended"] = time.time()
+        _write_json(run_dir / "trial.json", {**info, "clock": clock})
     tune.report(result)
+
+
+def _process_started() -> float | None:
+    """When this worker process started (``time.time()``), or None."""
+    try:
+        import psutil
+
+        return float(psutil.Process().create_time())
+    except Exception:  # noqa: BLE001 - a timing detail, never a reason to fail a trial
+        return None
 
 
 def _provenance(paths: StudyPaths, mode: str, where: dict[str, Any]) -> dict[str, Any]:
@@ -166,8 +210,9 @@ def _provenance(paths: StudyPaths, mode: str, where: dict[str, Any]) -> dict[str
     return out
 
 
-def _write_trial_info(run_dir: Path, where: dict[str, Any], resources: dict[str, Any]) -> None:
-    """Where a trial ran: its Ray trial id and Optuna trial, node, process, resources and GPU."""
+def _write_trial_info(run_dir: Path, where: dict[str, Any], resources: dict[str, Any],
+                      clock: dict[str, Any]) -> dict[str, Any]:
+    """Where a trial ran: its Ray trial id and Optuna trial, node, process, resources and GPU; returns it."""
     import socket
 
     import ray
@@ -175,5 +220,14 @@ def _write_trial_info(run_dir: Path, where: dict[str, Any], resources: dict[str,
     run_dir.mkdir(parents=True, exist_ok=True)
     info = {"trial_id": where["ray_trial_id"], **where, "node_id": ray.get_runtime_context().get_node_id(),
             "host": socket.gethostname(), "pid": os.getpid(), "resources": resources,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "started": time.time()}
-    (run_dir / "trial.json").write_text(json.dumps(info, indent=2))
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "started": clock["entered"]}
+    _write_json(run_dir / "trial.json", {**info, "clock": clock})
+    return info
+
+
+def _write_json(path: Path, body: dict[str, Any]) -> None:
+    """Atomically (a reader never sees half a file); harness.data.io would import pandas here for this alone."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(body, indent=2, default=str))
+    tmp.replace(path)

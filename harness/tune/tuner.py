@@ -2,9 +2,9 @@
 
 As Ray splits its user-facing ``Tuner`` (``tune/tuner.py``) from the internals that assemble trainable,
 configs and callbacks (``tune/impl/tuner_internal.py``), the runner here decides *what* to run and
-this module decides *how*: the search and the final re-runs go through :func:`build_tuner`, so they
-share the trainable, resources, failure policy, storage layout and progress reporting, and differ only
-in what Tune is asked to sample (searcher + scheduler, or a grid of final runs).
+this module decides *how*: the search and the final re-runs are one Tune experiment
+(:func:`study_tuner`), whose searcher is the study's queue (:mod:`harness.tune.queue`), so that they
+share the trainable, its workers, resources, failure policy, storage layout and progress reporting.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -29,13 +29,10 @@ if TYPE_CHECKING:
     from ray import tune
 
     from harness.engine.fit import EpochCallback
+    from harness.tune.queue import FinalRunsOf
+    from harness.tune.searcher import PerPipelineSearch
 
 logger = logging.getLogger(__name__)
-
-Mode = Literal["search", "final"]
-LABELS: dict[Mode, str] = {"search": "trial", "final": "final run"}
-"""How the progress messages name the trials of each mode."""
-
 
 ADDRESS_ENV = "RAY_ADDRESS"
 """Set by ``ray job submit`` (and by users) for the driver: the cluster to join."""
@@ -91,16 +88,21 @@ def cuda_available() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-def build_tuner(spec: StudySpec, paths: StudyPaths, *, mode: Mode, data_dir: Path | None, cuda: bool, total: int,
-                tune_config: dict[str, Any] | None = None, param_space: dict[str, Any] | None = None,
-                epoch_hooks: Sequence[EpochCallback] = (),
-                trainable: Callable[..., None] = ray_trainable, run_uid: str = "") -> tune.Tuner:
-    """A Tuner running :func:`ray_trainable` in ``mode`` with the study's resources and failure policy.
+def build_tuner(spec: StudySpec, paths: StudyPaths, *, data_dir: Path | None, cuda: bool,
+                totals: dict[str, int], tune_config: dict[str, Any] | None = None,
+                param_space: dict[str, Any] | None = None, stop: Any = None, epoch_hooks: Sequence[EpochCallback] = (),
+                trainable: Callable[..., None] = ray_trainable, run_uid: str = "",
+                max_concurrent: int | None = None) -> tune.Tuner:
+    """A Tuner running :func:`ray_trainable` with the study's resources and failure policy.
 
     ``tune_config`` adds to the shared :class:`ray.tune.TuneConfig` fields (searcher, scheduler,
-    sample count); ``epoch_hooks`` reach every trial through ``tune.with_parameters`` (so they must
-    be picklable); ``total`` is the number of trials for the progress messages; ``trainable`` is
-    :func:`ray_trainable` except in tests; ``run_uid`` the study instance's id (stable W&B run ids).
+    sample count); ``stop`` is the RunConfig's stopper; ``epoch_hooks`` reach every trial through
+    ``tune.with_parameters`` (so they must be picklable); ``totals`` the number of search trials and
+    final runs for the progress messages; ``trainable`` is :func:`ray_trainable` except in tests;
+    ``run_uid`` the study instance's id (stable W&B run ids); ``max_concurrent`` caps the trials running at
+    once (default the spec's ``max_concurrent``). Tune also lets that many trials wait for their workers at
+    once: without a cap it starts a custom searcher's trials one at a time, each once the previous one's
+    worker is up, so the second worker of a study would start seconds after the first.
     """
     from ray import tune
 
@@ -108,46 +110,70 @@ def build_tuner(spec: StudySpec, paths: StudyPaths, *, mode: Mode, data_dir: Pat
 
     wrapped = tune.with_resources(
         tune.with_parameters(trainable, spec_json=spec.model_dump_json(), study_dir=str(paths.root.resolve()),
-                             data_dir=str(data_dir) if data_dir else None, mode=mode, epoch_hooks=tuple(epoch_hooks),
+                             data_dir=str(data_dir) if data_dir else None, epoch_hooks=tuple(epoch_hooks),
                              run_uid=run_uid),
         spec.resources.per_trial(cuda))
     return tune.Tuner(
         wrapped, param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True,
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or spec.max_concurrent, reuse_actors=True,
                                     **(tune_config or {})),
-        run_config=tune.RunConfig(name=f"{mode}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                  storage_path=str(paths.ray.resolve()),
+        run_config=tune.RunConfig(name=f"study-{time.strftime('%Y%m%d-%H%M%S')}",
+                                  storage_path=str(paths.ray.resolve()), stop=stop,
                                   failure_config=tune.FailureConfig(max_failures=spec.max_failures), verbose=0,
-                                  callbacks=[ProgressCallback(total, LABELS[mode])]))
+                                  callbacks=[ProgressCallback(totals)]))
+
+
+def study_tuner(spec: StudySpec, paths: StudyPaths, *, storage: optuna.storages.BaseStorage, done: dict[str, int],
+                data_dir: Path | None, cuda: bool, finals: FinalRunsOf | None = None, slots: int | None = None,
+                epoch_hooks: Sequence[EpochCallback] = (), trainable: Callable[..., None] = ray_trainable,
+                run_uid: str = "") -> tune.Tuner:
+    """The whole study in one Tune experiment, handed out by :class:`~harness.tune.queue.StudyQueue`:
+    each pipeline's remaining trials (its budget minus ``done``) sampled by its own Optuna study (into
+    ``storage``) and stopped early by stage-aligned ASHA, then, as each pipeline's search ends, its final
+    runs (``finals``: pipeline -> runs; None: search only). The study's time budget closes the search.
+
+    Stage keys (which runs would train the same stage) are known when the dataset is (``data_dir``);
+    ``slots``, the trials the cluster runs at once, lets the queue choose each run when a worker frees.
+    ``trainable`` replaces :func:`ray_trainable` in tests (same signature; importable by Ray workers).
+    """
+    from harness.tune.queue import SearchDeadline, StudyQueue
+    from harness.tune.stagekeys import StageKeys
+
+    deadline = time.time() + spec.time_budget_minutes * 60 if spec.time_budget_minutes else None
+    remaining = sum(max(0, n - done.get(p, 0)) for p, n in trial_budgets(spec).items())
+    n_finals = max_final_runs(spec) if finals is not None else 0
+    search = make_searcher(spec, storage, done)
+    keys = StageKeys(spec, data_dir, paths.store) if data_dir is not None else None
+    queue = StudyQueue(search, finals=finals, keys=keys, deadline=deadline, slots=slots, metric=search.metric,
+                       mode=search.mode)
+    return build_tuner(spec, paths, data_dir=data_dir, cuda=cuda, totals={"trial": remaining, "final run": n_finals},
+                       tune_config={"search_alg": queue, "scheduler": make_scheduler(spec),
+                                    "num_samples": max(1, remaining + n_finals)},
+                       stop=SearchDeadline(deadline) if deadline is not None else None,
+                       epoch_hooks=epoch_hooks, trainable=trainable, run_uid=run_uid, max_concurrent=slots)
 
 
 def search_tuner(spec: StudySpec, paths: StudyPaths, *, storage: optuna.storages.BaseStorage, done: dict[str, int],
                  data_dir: Path | None, cuda: bool, epoch_hooks: Sequence[EpochCallback] = (),
                  trainable: Callable[..., None] = ray_trainable, run_uid: str = "") -> tune.Tuner:
-    """The search: each pipeline's remaining trials (its budget minus ``done``) sampled by its own Optuna
-    study (into ``storage``), handed out in turn, stopped early by stage-aligned ASHA.
-
-    ``trainable`` replaces :func:`ray_trainable` in tests (same signature; importable by Ray workers).
-    """
-    budget = spec.time_budget_minutes * 60 if spec.time_budget_minutes else None
-    remaining = sum(max(0, n - done.get(p, 0)) for p, n in trial_budgets(spec).items())
-    return build_tuner(spec, paths, mode="search", data_dir=data_dir, cuda=cuda, total=remaining,
-                       tune_config={"search_alg": make_searcher(spec, storage, done), "scheduler": make_scheduler(spec),
-                                    "num_samples": remaining, "time_budget_s": budget},
-                       epoch_hooks=epoch_hooks, trainable=trainable, run_uid=run_uid)
+    """The search alone (no final runs): :func:`study_tuner` with ``finals=None``."""
+    return study_tuner(spec, paths, storage=storage, done=done, data_dir=data_dir, cuda=cuda, epoch_hooks=epoch_hooks,
+                       trainable=trainable, run_uid=run_uid)
 
 
-def final_tuner(spec: StudySpec, paths: StudyPaths, runs: list[dict[str, Any]], *, data_dir: Path | None, cuda: bool,
-                epoch_hooks: Sequence[EpochCallback] = (), run_uid: str = "") -> tune.Tuner:
-    """The final re-runs: one trial per ``{"pipeline", "overrides", "seed"}`` in ``runs``, no search."""
-    from ray import tune
+def max_final_runs(spec: StudySpec) -> int:
+    """Final runs of the study when every pipeline has a best trial (an upper bound for Tune's sample count)."""
+    if not spec.final.enabled:
+        return 0
+    if spec.final.mode == "levels":
+        from harness.tune.levels import plan
 
-    return build_tuner(spec, paths, mode="final", data_dir=data_dir, cuda=cuda, total=len(runs),
-                       param_space={"run": tune.grid_search(runs)}, epoch_hooks=epoch_hooks, run_uid=run_uid)
+        return len(plan(spec))
+    return len(spec.pipelines) * len(spec.final.seeds)
 
 
 def make_searcher(spec: StudySpec, storage: optuna.storages.BaseStorage,
-                  done: dict[str, int] | None = None) -> tune.search.Searcher:
+                  done: dict[str, int] | None = None) -> PerPipelineSearch:
     """One Optuna searcher per pipeline (study ``<study>:<pipeline>`` in ``storage``; the spec's sampler,
     objectives and space), fed in turn so that each pipeline gets its trial budget (or, with a time
     budget, an equal share of trial-seconds, counting the trials of earlier runs)."""

@@ -84,8 +84,10 @@ def test_reports_are_stage_aligned_and_cached_trials_are_never_pruned(study):
     assert len(trials) == 4, "no trial was pruned"
     replayed = 0
     by_ray_id = {json.loads(p.read_text())["trial_id"]: p.parent for p in (out / "trials").glob("*/trial.json")}
-    for results in (out / "ray").glob("search-*/*/result.json"):
+    for results in (out / "ray").glob("study-*/*/result.json"):
         rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+        if rows[0]["trial_id"] not in by_ray_id:  # a final run: one report, no epochs
+            continue
         epochs = [r for r in rows if not r.get("final")]
         pipeline = yaml.safe_load((by_ray_id[rows[0]["trial_id"]] / "config.yaml").read_text())["pipeline"]
         stages = [s.name for s in get_pipeline(pipeline).stages]  # two stages of two epochs each (FAST)
@@ -178,6 +180,27 @@ def test_final_runs_report_on_test_and_build_table9(study):
     table = pd.read_csv(result.out_dir / "table9.csv")
     assert table.loc[table.metric == "Balanced Accuracy", ["A", "B"]].notna().all(axis=None)
     assert (result.out_dir / "index.html").is_file()
+
+
+def test_one_experiment_on_two_warm_workers_finals_after_their_pipelines_search(study):
+    """Search and final runs share the workers (imports paid once each); a pipeline's final runs start
+    once its own last search trial ended; every run's clock is inside the recorded Tune session."""
+    out, _ = study
+    session = json.loads((out / "timings.json").read_text())["sessions"]
+    assert len(session) == 1 and session[0]["slots"] == 2
+    runs = {(kind, d.parent.name): json.loads(d.read_text())
+            for kind in ("trials", "final") for d in (out / kind).glob("*/trial.json")}
+    assert len(runs) == 8
+    clocks = {k: r["clock"] for k, r in runs.items()}
+    assert len({r["pid"] for r in runs.values()}) == 2 and sum(not c["warm"] for c in clocks.values()) == 2, \
+        "two workers for all eight runs: only the first run of each imports the training stack"
+    for c in clocks.values():
+        assert c["outcome"] == "completed" and c["lock_wait_s"] < 1.0
+        assert session[0]["started"] <= c["entered"] <= c["run_started"] <= c["run_ended"] <= c["ended"] \
+            <= session[0]["ended"]
+    for p in ("a", "b"):
+        search_end = max(c["ended"] for (kind, name), c in clocks.items() if kind == "trials" and name[0] == p)
+        assert all(c["entered"] >= search_end for (kind, name), c in clocks.items() if kind == "final" and name[0] == p)
 
 
 def test_status_table(study, capsys):

@@ -60,7 +60,7 @@ def test_every_trial_failing_names_the_pipeline_and_the_reason_and_no_password_i
     assert "hunter2" not in summary["storage"] and "password=***" in summary["storage"]
     leaked = [p for p in out.rglob("*") if p.is_file() and b"hunter2" in p.read_bytes()]
     assert not leaked, f"the password reached {leaked}"
-    assert list(out.glob("ray/search-*/tuner.pkl")) and list(out.glob("ray/search-*/searcher-state-*.pkl")), \
+    assert list(out.glob("ray/study-*/tuner.pkl")) and list(out.glob("ray/study-*/searcher-state-*.pkl")), \
         "the pickles Ray writes were checked"
 
 
