@@ -35,7 +35,8 @@ def test_reference_not_on_the_grid_is_added_as_a_level():
 
 
 def test_two_axes_get_their_cross_product_and_pipeline_is_an_axis():
-    s = spec(pipelines=["a", "b"], base={"a": "tiny-a", "b": "tiny-b"}, search_space={"params": {
+    # the paper presets' reference: vertical flips on, TTA views [identity, hflip, vflip]
+    s = spec(pipelines=["a", "b"], base={"a": "paper-a", "b": "paper-b"}, search_space={"params": {
         "classifier.augment.vflip": {"type": "categorical", "choices": [True, False]},
         "eval.tta_views": {"type": "categorical", "choices": [["identity", "hflip", "vflip"], ["identity", "hflip"]]}}},
         final={"mode": "levels", "seeds": [1]})
