@@ -22,7 +22,7 @@ sys.path.insert(0, str(HERE))
 from common import RESULTS, machine, versions  # noqa: E402
 
 SUITE: list[tuple[str, list[str]]] = [
-    ("bench_fit", []),
+    ("bench_fit", ["--steps", "8"]),  # a tiny epoch of the demo data has 10-15 steps
     ("bench_eval_variants", []),
     ("bench_ray", []),
     ("bench_scaling", []),

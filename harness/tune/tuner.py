@@ -172,6 +172,12 @@ def max_final_runs(spec: StudySpec) -> int:
     return len(spec.pipelines) * len(spec.final.seeds)
 
 
+def startup_trials(budget: int) -> int:
+    """Random trials before TPE models the results: Optuna's default 10, but a third of a smaller budget (at
+    least 2), so that a study of fewer than ~30 trials per pipeline is not random search under another name."""
+    return min(10, max(2, budget // 3))
+
+
 def make_searcher(spec: StudySpec, storage: optuna.storages.BaseStorage,
                   done: dict[str, int] | None = None) -> PerPipelineSearch:
     """One Optuna searcher per pipeline (study ``<study>:<pipeline>`` in ``storage``; the spec's sampler,
@@ -184,10 +190,12 @@ def make_searcher(spec: StudySpec, storage: optuna.storages.BaseStorage,
     modes = [o.mode for o in spec.objectives]
     metric, mode = (metrics, modes) if len(metrics) > 1 else (metrics[0], modes[0])
     searchers = {}
+    budgets = trial_budgets(spec)
     for k, p in enumerate(spec.pipelines):
         seed = spec.seed + k  # pipelines must not draw the same random sequence
-        sampler = (optuna.samplers.TPESampler(seed=seed, multivariate=True) if spec.sampler == "tpe"
-                   else optuna.samplers.RandomSampler(seed=seed))
+        sampler = (optuna.samplers.TPESampler(seed=seed, multivariate=True,
+                                              n_startup_trials=startup_trials(budgets[p]))
+                   if spec.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed))
         searchers[p] = HarnessSearch(space=SpaceFunction(spec.search_space, [p]), metric=metric, mode=mode,
                                      sampler=sampler, study_name=pipeline_study_name(spec.name, p), storage=storage,
                                      objective_metrics=metrics)

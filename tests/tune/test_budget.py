@@ -120,3 +120,17 @@ def test_equal_budgets_through_ray_tune_and_after_a_resume(ray_cpus, tmp_path):
     retry = [t for t in after["a"].trials if t.user_attrs.get("retry_of") == running.number]
     assert len(retry) == 1 and retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert retry[0].params == after["a"].trials[running.number].params
+
+
+def test_tpe_models_results_after_a_third_of_a_small_budget(tmp_path):
+    """Optuna's default of 10 random start-up trials made every study of < 10 trials per pipeline (the
+    quickstart's 3) random search; the start-up share now follows each pipeline's budget."""
+    from harness.tune.tuner import make_searcher, startup_trials
+
+    assert [startup_trials(n) for n in (1, 3, 6, 9, 30, 100)] == [2, 2, 2, 3, 10, 10]
+    spec = toy_spec(trials=None, trials_per_pipeline={"a": 3, "b": 12})
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    done, _ = reconcile(spec, storage)
+    searcher = make_searcher(spec, storage, done)
+    startup = {p: s._sampler._n_startup_trials for p, s in searcher._searchers.items()}
+    assert startup == {"a": 2, "b": 4}
