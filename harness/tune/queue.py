@@ -20,7 +20,6 @@ and W&B set-up are paid once, not again for the final runs):
 from __future__ import annotations
 
 import logging
-import pickle
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from typing import Any
 from ray.tune.search import Searcher
 from ray.tune.stopper import Stopper
 
-from harness.tune.searcher import PerPipelineSearch
+from harness.tune.searcher import PerPipelineSearch, PickledState
 from harness.tune.stagekeys import StageKey, StageKeys, estimate_seconds
 from harness.tune.timeline import REPLAYED
 
@@ -48,7 +47,7 @@ class _Candidate:
     seconds: float = 0.0  # a final run's estimated training time
 
 
-class StudyQueue(Searcher):
+class StudyQueue(PickledState, Searcher):
     """Tune searcher of a whole study (module docstring). ``finals`` gives a pipeline's final runs (None:
     search only); ``keys`` the stages a run would train (None: no conflicts known, finals in order);
     ``deadline`` (``time.time()``) closes the search.
@@ -191,14 +190,6 @@ class StudyQueue(Searcher):
         if candidate is not None and candidate.pipeline is not None:
             self._search.on_trial_complete(trial_id, result, error)
             self._release()
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__.copy(), f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
 
 
 class SearchDeadline(Stopper):

@@ -114,7 +114,19 @@ def pipeline_order(targets: Mapping[str, int], used: Mapping[str, int],
     return sorted(open_, key=lambda p: used.get(p, 0) / targets[p])
 
 
-class PerPipelineSearch(Searcher):
+class PickledState:
+    """Tune searcher checkpoints: the whole state, pickled (Tune saves it with the experiment)."""
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__.copy(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class PerPipelineSearch(PickledState, Searcher):
     """One :class:`HarnessSearch` per pipeline (its own Optuna study and sampler state), fed in turn.
 
     ``targets`` are the pipelines' trial budgets and ``done`` the trials that already count against
@@ -224,11 +236,3 @@ class PerPipelineSearch(Searcher):
         if t0 is not None:
             self._seconds[pipeline] += time.monotonic() - t0
         self._searchers[pipeline].on_trial_complete(trial_id, result, error)
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__.copy(), f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
