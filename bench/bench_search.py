@@ -49,9 +49,10 @@ the same budget and ASHA rule: the ratio's distribution at no training cost
 (``raw.replay.asha_settings``), and the replay of the real run's own draws, which must reproduce its
 epochs and best score (``raw.replay.check``). ``raw.rank_correlation_with_final``: how well the stage
 score at each rung ranks the levels' final objective (what ASHA relies on);
-``search_replay_ratio_median`` is the replays' median ratio. TPE starts modelling after a third of a
-pipeline's trial budget (at least 2 trials; ``harness.tune.tuner.startup_trials``): with Optuna's default
-of 10 random start-up trials this budget was random search + ASHA (replays: P(ratio >= 0.98) 0.30).
+``search_replay_ratio_median`` is the replays' median ratio. The replays draw levels uniformly at random
+(random search + ASHA, a floor for TPE); the real run uses the harness's TPE, which starts modelling after a
+third of a pipeline's trial budget (at least 2 trials; ``harness.tune.tuner.startup_trials``; before, Optuna's
+default of 10 random start-up trials made every budget under 10 trials random search).
 """
 
 from __future__ import annotations
