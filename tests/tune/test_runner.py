@@ -353,12 +353,14 @@ def test_killed_driver_resumes_to_the_requested_count_without_duplicates(data, t
             time.sleep(0.5)
             if (out / "optuna.db").exists():
                 try:
-                    if len(complete_trials(out)[0]) >= 2:
+                    # after the first: later trials of this eval-only space reuse cached stages and outputs
+                    # (about a second each), so waiting for two could find all four finished
+                    if len(complete_trials(out)[0]) >= 1:
                         break
                 except (KeyError, Exception):  # noqa: BLE001 - the study may not exist yet
                     continue
         else:
-            pytest.fail("the study did not finish 2 trials in time; driver log:\n" + log.read_text()[-3000:])
+            pytest.fail("the study did not finish a trial in time; driver log:\n" + log.read_text()[-3000:])
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
