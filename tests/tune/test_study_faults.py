@@ -78,7 +78,7 @@ def _interrupt_when_a_trial_runs(study_dir: Path, stop: threading.Event) -> None
     """Send SIGINT to this process once a trial has written its trial.json and trained a moment."""
     while not stop.is_set():
         if list(study_dir.glob("trials/*/trial.json")):
-            time.sleep(1.0)
+            time.sleep(0.5)  # a trial of this study trains for several seconds (20 epochs): still running then
             os.kill(os.getpid(), signal.SIGINT)
             return
         time.sleep(0.2)
@@ -90,7 +90,7 @@ def test_ctrl_c_stops_cleanly_and_the_study_resumes(data, tmp_path, capsys):
     ray.shutdown()
     out = tmp_path / "study"
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec_raw(
-        overrides={**FAST, "classifier.optim.epochs": 6, "segmenter.optim.epochs": 6})))
+        overrides={**FAST, "classifier.optim.epochs": 20, "segmenter.optim.epochs": 20})))
     stop = threading.Event()
     watcher = threading.Thread(target=_interrupt_when_a_trial_runs, args=(out, stop), daemon=True)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # xdist workers ignore SIGINT
