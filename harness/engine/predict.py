@@ -67,28 +67,6 @@ def predict_heads(model: nn.Module, images: np.ndarray, *, info: DeviceInfo, cha
     return [np.concatenate(o) if o else np.zeros((0,), dtype=np.float32) for o in out]
 
 
-def predict(
-    model: nn.Module,
-    images: np.ndarray,
-    *,
-    info: DeviceInfo,
-    channels: int,
-    views: list[View],
-    activation: Callable[[torch.Tensor], torch.Tensor],
-    dense: bool,
-    batch_size: int = 16,
-    post: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> np.ndarray:
-    """Mean of ``activation(model(view(x)))`` over the TTA views, per batch.
-
-    ``dense`` outputs (segmentation maps) are mapped back with each view's inverse before averaging;
-    ``post`` reduces the averaged batch (e.g. probabilities -> lesion probability map) before it is
-    moved to the CPU, so large maps are never stored at full channel depth.
-    """
-    return predict_heads(model, images, info=info, channels=channels, views=views, batch_size=batch_size,
-                         heads=[Head(activation, dense, post=post)])[0]
-
-
 def softmax(t: torch.Tensor) -> torch.Tensor:
     return torch.softmax(t, dim=1)
 
